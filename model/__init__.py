@@ -1,0 +1,1 @@
+"""The landmark network, its losses and the NME metric."""

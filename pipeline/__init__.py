@@ -1,0 +1,1 @@
+"""300-W data: parsing, conversion to TFRecords, tf.data reading, augmentation."""
