@@ -1,0 +1,108 @@
+"""The landmark network: MobileNetV2 cut after block 8, plus a regression head.
+
+Input: float32 images [B, S, S, 3] in [0, 1]. Output: float32 [B, 68, 2],
+landmarks in the input view normalised to [0, 1] (corner coordinates / S).
+"""
+
+import os
+
+import keras
+
+from pipeline import geometry
+
+CUT_LAYER = 'block_8_add'  # 14x14x64 at 224 px input.
+HEADS = ('conv', 'dense')
+# Input sizes Keras publishes ImageNet weights for; others reuse the 224 file,
+# which is fine for a headless, fully convolutional cut.
+_IMAGENET_ROWS = (96, 128, 160, 192, 224)
+
+
+def imagenet_weights_path(alpha, input_size):
+  """Where Keras caches the no-top MobileNetV2 ImageNet weights it would fetch."""
+  rows = input_size if input_size in _IMAGENET_ROWS else 224
+  name = (f'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_'
+          f'{rows}_no_top.h5')
+  keras_home = os.environ.get('KERAS_HOME', os.path.expanduser('~/.keras'))
+  return os.path.join(keras_home, 'models', name)
+
+
+def resolve_init_weights(alpha, input_size, weights_file=None, log=print):
+  """The backbone weights file to load, or None for random initialisation.
+
+  Never downloads: the machine may have no route to the weights' host.
+  """
+  if weights_file:
+    if not os.path.isfile(weights_file):
+      raise FileNotFoundError(f'--init_weights: no such file {weights_file!r}')
+    log(f'Backbone: ImageNet weights from {weights_file}.')
+    return weights_file
+  cached = imagenet_weights_path(alpha, input_size)
+  if os.path.isfile(cached):
+    log(f'Backbone: ImageNet weights from the Keras cache, {cached}.')
+    return cached
+  log(f'Backbone: random initialisation (no ImageNet weights at {cached} and '
+      'no --init_weights file; nothing is downloaded).')
+  return None
+
+
+def _conv_bn_relu(x, filters, name):
+  x = keras.layers.Conv2D(filters, 3, strides=2, padding='same',
+                          use_bias=False, name=f'{name}_conv')(x)
+  x = keras.layers.BatchNormalization(name=f'{name}_bn')(x)
+  return keras.layers.ReLU(6.0, name=f'{name}_relu')(x)
+
+
+def _conv_head(features, width):
+  """Two stride-2 convolutions, then one covering what is left: 136 values."""
+  x = _conv_bn_relu(features, width, 'head1')
+  x = _conv_bn_relu(x, width, 'head2')
+  h, w = x.shape[1], x.shape[2]
+  x = keras.layers.Conv2D(2 * geometry.NUM_LANDMARKS, (h, w), padding='valid',
+                          bias_initializer=keras.initializers.Constant(0.5),
+                          name='head3_conv')(x)
+  return keras.layers.Flatten(name='head_flatten')(x)
+
+
+def _dense_head(features, width):
+  """One stride-2 convolution, then two dense layers: about the conv head's size."""
+  x = _conv_bn_relu(features, width, 'head1')
+  x = keras.layers.Flatten(name='head_flatten')(x)
+  x = keras.layers.Dense(width, activation='relu', name='head2_dense')(x)
+  return keras.layers.Dense(
+      2 * geometry.NUM_LANDMARKS,
+      bias_initializer=keras.initializers.Constant(0.5), name='head3_dense')(x)
+
+
+def set_bn_momentum(model, momentum):
+  """Keras builds MobileNetV2's BatchNorm with momentum 0.999: its moving
+  statistics lag thousands of steps behind a net trained from scratch."""
+  for layer in model._flatten_layers(include_self=False):  # pylint: disable=protected-access
+    if isinstance(layer, keras.layers.BatchNormalization):
+      layer.momentum = momentum
+
+
+def build_landmark_net(input_size=224, alpha=1.0, head='conv', head_width=128,
+                       bn_momentum=0.99, init_weights=None):
+  """The prototype's network. `init_weights`: a backbone weights file or None."""
+  if head not in HEADS:
+    raise ValueError(f'--head must be one of {HEADS}, got {head!r}')
+  if input_size < 32 or input_size % 16:
+    raise ValueError(f'--input_size must be a multiple of 16 and >= 32, got '
+                     f'{input_size}')
+  backbone = keras.applications.MobileNetV2(
+      input_shape=(input_size, input_size, 3), alpha=alpha,
+      include_top=False, weights=init_weights)
+  trunk = keras.Model(backbone.input, backbone.get_layer(CUT_LAYER).output,
+                      name='mobilenetv2_block8')
+  inputs = keras.Input((input_size, input_size, 3), name='image')
+  # MobileNetV2 expects [-1, 1].
+  x = keras.layers.Rescaling(2.0, offset=-1.0, name='to_unit_range')(inputs)
+  features = trunk(x)
+  flat = (_conv_head if head == 'conv' else _dense_head)(features, head_width)
+  # float32 output even under mixed precision: coordinates need the mantissa.
+  flat = keras.layers.Activation('linear', dtype='float32', name='coords')(flat)
+  outputs = keras.layers.Reshape((geometry.NUM_LANDMARKS, 2),
+                                 name='landmarks')(flat)
+  model = keras.Model(inputs, outputs, name='landmark_net')
+  set_bn_momentum(model, bn_momentum)
+  return model
