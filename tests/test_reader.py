@@ -1,0 +1,128 @@
+"""tf.data batches from generated shards: shapes, order, determinism, errors."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline import geometry
+from pipeline import reader
+from pipeline import records
+
+SIZE = 32
+# Faces per shard file, by split.
+SHARDS = {'train': (5, 5, 5), 'val': (4, 3)}
+
+
+def _write_dataset(root, shards=None, schema_version=records.SCHEMA_VERSION):
+  """Shards of random faces (face_index counts up in file order), a manifest."""
+  rng = np.random.default_rng(0)
+  face_index = 0
+  for split, counts in (shards or SHARDS).items():
+    for shard, count in enumerate(counts):
+      path = root / records.shard_name(split, shard, len(counts))
+      with tf.io.TFRecordWriter(str(path)) as writer:
+        for _ in range(count):
+          image = rng.integers(0, 256, [SIZE, SIZE, 3], np.uint8)
+          landmarks = rng.uniform(2, SIZE - 2, [geometry.NUM_LANDMARKS, 2])
+          writer.write(records.serialize_face(
+              cv2.imencode('.jpg', image)[1].tobytes(), SIZE, landmarks,
+              geometry.landmark_box(landmarks), [10, 20, 60, 70], 'generated',
+              split, face_index))
+          face_index += 1
+  manifest = {'schema_version': schema_version, 'image_size': SIZE}
+  (root / reader.MANIFEST).write_text(json.dumps(manifest))
+  return str(root)
+
+
+def _face_indices(dataset, batches=None):
+  return [b['face_index'].numpy().tolist() for b in dataset.take(batches or -1)]
+
+
+def test_training_batches_have_static_shapes_types_and_ranges(tmp_path):
+  dataset = reader.make_dataset(_write_dataset(tmp_path), 'train', 4,
+                                training=True, seed=0)
+  spec = dataset.element_spec
+  assert spec['image'].shape == [4, SIZE, SIZE, 3]
+  assert spec['image'].dtype == tf.uint8
+  assert spec['landmarks'].shape == [4, 68, 2]
+  assert spec['landmarks'].dtype == tf.float32
+  assert spec['box'].shape == spec['crop'].shape == [4, 4]
+  assert spec['source'].dtype == spec['subset'].dtype == tf.string
+  assert spec['face_index'].dtype == tf.int64
+  # 6 batches of 4 from 15 faces: the dataset repeats.
+  for batch in dataset.take(6):
+    landmarks = batch['landmarks'].numpy()
+    assert ((landmarks >= 0) & (landmarks <= SIZE)).all()
+    assert set(batch['face_index'].numpy()) <= set(range(15))
+    assert set(batch['subset'].numpy()) == {b'train'}
+
+
+def test_deterministic_mode_repeats_batches(tmp_path):
+  data_dir = _write_dataset(tmp_path)
+
+  def batches(seed):
+    return list(reader.make_dataset(data_dir, 'train', 4, training=True,
+                                    seed=seed, deterministic=True).take(6))
+
+  first, second = batches(7), batches(7)
+  for a, b in zip(first, second):
+    np.testing.assert_array_equal(a['face_index'], b['face_index'])
+    np.testing.assert_array_equal(a['image'], b['image'])
+  other = batches(8)
+  assert ([b['face_index'].numpy().tolist() for b in first] !=
+          [b['face_index'].numpy().tolist() for b in other])
+
+
+def test_evaluation_reads_every_face_once_in_file_order(tmp_path):
+  dataset = reader.make_dataset(_write_dataset(tmp_path), 'train', 4,
+                                training=False)
+  assert _face_indices(dataset) == [[0, 1, 2, 3], [4, 5, 6, 7],
+                                    [8, 9, 10, 11], [12, 13, 14]]
+
+
+@pytest.mark.parametrize('split,pipelines', [
+    ('train', 2),  # 3 files over 2 pipelines: shared out by file.
+    ('val', 3),  # 2 files over 3 pipelines: shared out by record.
+])
+def test_input_pipelines_share_the_faces_out(tmp_path, split, pipelines):
+  data_dir = _write_dataset(tmp_path)
+  seen = []
+  for index in range(pipelines):
+    context = tf.distribute.InputContext(
+        num_input_pipelines=pipelines, input_pipeline_id=index,
+        num_replicas_in_sync=pipelines)
+    dataset = reader.make_dataset(data_dir, split, 2 * pipelines,
+                                  training=False, input_context=context)
+    batches = _face_indices(dataset)
+    assert max(len(b) for b in batches) == 2  # Per replica.
+    seen += sum(batches, [])
+    train = reader.make_dataset(data_dir, split, 2 * pipelines, training=True,
+                                seed=0, input_context=context)
+    assert train.element_spec['image'].shape[0] == 2
+  assert sorted(seen) == list(range(*{'train': (0, 15), 'val': (15, 22)}[split]))
+
+
+def test_missing_manifest_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match='no manifest.json.*prepare'):
+    reader.make_dataset(str(tmp_path), 'train', 4, training=False)
+
+
+def test_wrong_schema_version_is_a_clear_error(tmp_path):
+  data_dir = _write_dataset(tmp_path, shards={'train': (1,)}, schema_version=0)
+  with pytest.raises(ValueError, match='schema_version 0'):
+    reader.read_manifest(data_dir)
+
+
+def test_split_without_shards_is_a_clear_error(tmp_path):
+  data_dir = _write_dataset(tmp_path, shards={'train': (1,)})
+  with pytest.raises(FileNotFoundError, match='test-\\*-of-\\*.tfrecord'):
+    reader.make_dataset(data_dir, 'test', 4, training=False)
+
+
+def test_deterministic_training_needs_a_seed(tmp_path):
+  data_dir = _write_dataset(tmp_path, shards={'train': (1,)})
+  with pytest.raises(ValueError, match='seed'):
+    reader.make_dataset(data_dir, 'train', 4, training=True, deterministic=True)
