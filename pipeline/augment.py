@@ -1,0 +1,188 @@
+"""Batched, in-graph augmentation: the model's square view of each stored crop.
+
+The model sees a square *view* of the stored crop, centred on the face box, of
+side `view_scale * max(box w, h)` (geometry.square_around), resampled to
+`input_size` pixels. Its targets are the landmarks in that view divided by
+`input_size`: [0, 1] inside the view, corner coordinates (see geometry.py).
+
+Augmentation perturbs the view (flip, rotation, scale, shift) through one affine
+matrix per image: the matrix warps the image and its inverse moves the
+landmarks, so the two agree by construction. Everything is batched tensor work
+driven by stateless random ops, so it runs inside the compiled train step (on
+the accelerator), for any batch size, and a resumed run repeats it exactly.
+"""
+
+import dataclasses
+import math
+
+import tensorflow as tf
+
+from pipeline import geometry
+
+# Occluding rectangles are up to this fraction of the view side, each way.
+MAX_OCCLUSION_SIDE = 0.4
+# ITU-R BT.601 luma weights, as tf.image.rgb_to_grayscale uses.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """Ranges of the random perturbations; each image draws its own values."""
+  max_rotation: float = 45.0  # Degrees, either way.
+  min_scale: float = 0.7  # The face shrinks to `scale` of its size in the view.
+  max_scale: float = 1.0
+  max_shift: float = 0.05  # The face moves up to this fraction of the view side.
+  flip: bool = True  # Mirrors half of the images.
+  brightness: float = 0.2  # Adds a value in [-b, b].
+  contrast: float = 0.3  # Scales about the image mean by [1 - c, 1 + c].
+  saturation: float = 0.3  # Scales about the grey level by [1 - s, 1 + s].
+  occlusion: float = 0.0  # Probability of one rectangle of random colour.
+
+  def __post_init__(self):
+    if not 0 < self.min_scale <= self.max_scale:
+      raise ValueError(f'need 0 < min_scale <= max_scale, got {self.min_scale}'
+                       f' and {self.max_scale}')
+    if min(self.max_rotation, self.max_shift, self.brightness, self.contrast,
+           self.saturation) < 0:
+      raise ValueError(f'augmentation ranges must not be negative: {self}')
+    if not 0 <= self.occlusion <= 1:
+      raise ValueError(f'occlusion is a probability, got {self.occlusion}')
+
+
+def view_to_crop(boxes, input_size, view_scale, angles, scales, shifts, flips):
+  """Affine maps [B, 3, 3] from view corner coordinates to stored-crop ones.
+
+  With identity parameters (angle 0, scale 1, shift 0, no flip) the view is
+  geometry.square_around(box, view_scale) resized to `input_size`. Otherwise the
+  view is mirrored about its vertical centre line, rotated by `angles`, zoomed
+  out by 1 / `scales` and the face moved by `shifts` (a fraction of the view).
+
+  Args:
+    boxes: float [B, 4] face boxes [x0, y0, x1, y1] in the stored crop.
+    input_size: the view's side in pixels.
+    view_scale: the view's side over the box's longer side.
+    angles: float [B] rotations in radians.
+    scales: float [B] face sizes relative to the unaugmented view.
+    shifts: float [B, 2] face displacements (x, y), fractions of the view side.
+    flips: bool [B] mirror or not.
+  """
+  boxes = tf.cast(boxes, tf.float32)
+  centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+  sides = view_scale * tf.reduce_max(boxes[:, 2:] - boxes[:, :2], axis=1)
+  zoom = sides / (scales * input_size)  # Crop pixels per view pixel.
+  cos, sin = tf.cos(angles) * zoom, tf.sin(angles) * zoom
+  mirror = tf.where(flips, -1.0, 1.0)
+  # crop = centre + zoom * Mirror @ Rotation @ (view - view point of the centre)
+  linear = tf.stack([tf.stack([mirror * cos, -mirror * sin], axis=1),
+                     tf.stack([sin, cos], axis=1)], axis=1)
+  origins = (0.5 + shifts) * input_size
+  offsets = centres - tf.linalg.matvec(linear, origins)
+  top = tf.concat([linear, offsets[:, :, None]], axis=2)
+  bottom = tf.broadcast_to(tf.constant([[[0.0, 0.0, 1.0]]]),
+                           [tf.shape(boxes)[0], 1, 3])
+  return tf.concat([top, bottom], axis=1)
+
+
+def center_view(images, landmarks, boxes, input_size, view_scale):
+  """The unaugmented view: images in [0, 1] and normalised landmarks.
+
+  Args:
+    images: uint8 [B, S, S, 3] stored crops.
+    landmarks: float [B, 68, 2] in the crops' corner coordinates.
+    boxes: float [B, 4] face boxes in the crops.
+    input_size: the view's side in pixels.
+    view_scale: the view's side over the box's longer side.
+
+  Returns:
+    float32 images [B, input_size, input_size, 3] and landmarks [B, 68, 2].
+  """
+  batch = tf.shape(images)[0]
+  return _view(images, landmarks, boxes, input_size, view_scale,
+               angles=tf.zeros([batch]), scales=tf.ones([batch]),
+               shifts=tf.zeros([batch, 2]), flips=tf.zeros([batch], tf.bool))
+
+
+def augment(images, landmarks, boxes, seed, input_size, view_scale, config):
+  """A randomly perturbed view per image; center_view's arguments and results.
+
+  `seed` is an int32/int64 [2] tensor: the same seed gives the same output, so
+  callers derive it from (run seed, step) and fold in the replica id.
+  """
+  batch = tf.shape(images)[0]
+  geometry_seed, colour_seed, occlusion_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, num=3))
+  u = tf.random.stateless_uniform([batch, 5], geometry_seed)
+  views, targets = _view(
+      images, landmarks, boxes, input_size, view_scale,
+      angles=math.radians(config.max_rotation) * (2 * u[:, 0] - 1),
+      scales=config.min_scale + (config.max_scale - config.min_scale) * u[:, 1],
+      shifts=config.max_shift * (2 * u[:, 2:4] - 1),
+      flips=u[:, 4] < (0.5 if config.flip else 0.0))
+  views = _jitter_colour(
+      views, tf.random.stateless_uniform([batch, 3], colour_seed), config)
+  if config.occlusion > 0:
+    views = _occlude(views, tf.random.stateless_uniform([batch, 9],
+                                                        occlusion_seed),
+                     config.occlusion)
+  return views, targets
+
+
+def _view(images, landmarks, boxes, input_size, view_scale, *, angles, scales,
+          shifts, flips):
+  matrices = view_to_crop(boxes, input_size, view_scale, angles, scales, shifts,
+                          flips)
+  views = _warp(tf.cast(images, tf.float32) / 255.0, matrices, input_size)
+  return views, _move_landmarks(landmarks, matrices, flips, input_size)
+
+
+def _warp(images, matrices, input_size):
+  """Samples `images` at view pixels mapped through `matrices` (bilinear)."""
+  # The op puts pixel centres at integers: conjugate by the half-pixel shift.
+  to_corner = tf.constant([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+  to_centre = tf.constant([[1.0, 0.0, -0.5], [0.0, 1.0, -0.5], [0.0, 0.0, 1.0]])
+  matrices = to_centre @ matrices @ to_corner
+  return tf.raw_ops.ImageProjectiveTransformV3(
+      images=images, transforms=tf.reshape(matrices, [-1, 9])[:, :8],
+      output_shape=[input_size, input_size], fill_value=0.0,
+      interpolation='BILINEAR', fill_mode='CONSTANT')
+
+
+def _move_landmarks(landmarks, matrices, flips, input_size):
+  """Crop landmarks to normalised view ones, re-indexed where mirrored."""
+  inverse = tf.linalg.inv(matrices)[:, None]
+  points = (tf.linalg.matvec(inverse[..., :2, :2], tf.cast(landmarks, tf.float32))
+            + inverse[..., :2, 2])
+  mirrored = tf.gather(points, geometry.MIRROR_PERMUTATION, axis=1)
+  points = tf.where(flips[:, None, None], mirrored, points)
+  return points / input_size
+
+
+def _jitter_colour(images, u, config):
+  """Brightness, contrast and saturation from per-image U(0, 1) draws [B, 3]."""
+  def spread(column, amount):
+    return (amount * (2 * u[:, column] - 1))[:, None, None, None]
+
+  images += spread(0, config.brightness)
+  means = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+  images = means + (images - means) * (1 + spread(1, config.contrast))
+  greys = tf.reduce_sum(images * _LUMA, axis=3, keepdims=True)
+  images = greys + (images - greys) * (1 + spread(2, config.saturation))
+  return tf.clip_by_value(images, 0.0, 1.0)
+
+
+def _occlude(images, u, probability):
+  """One rectangle of random grey or colour per image, with `probability`.
+
+  `u` holds per-image U(0, 1) draws [B, 9]: on/off, centre (2), size (2),
+  grey or colour, colour (3).
+  """
+  side = tf.cast(tf.shape(images)[1], tf.float32)
+  centres = u[:, 1:3] * side
+  half_sides = u[:, 3:5] * (MAX_OCCLUSION_SIDE * side / 2)
+  pixel_centres = tf.range(side) + 0.5
+  inside = tf.abs(pixel_centres[None, None, :] - centres[:, :, None]) < (
+      half_sides[:, :, None])  # [B, 2 (x, y), size]
+  masks = (inside[:, 1, :, None] & inside[:, 0, None, :]
+           & (u[:, 0] < probability)[:, None, None])
+  colours = tf.where(u[:, 5:6] < 0.5, u[:, 6:7], u[:, 6:9])
+  return tf.where(masks[..., None], colours[:, None, None, :], images)
