@@ -87,8 +87,9 @@ def make_dataset(data_dir, split, batch_size, *, training, seed=None,
   dataset = tf.data.Dataset.from_tensor_slices(files)
   if training:
     dataset = dataset.shuffle(len(files), seed=seed).repeat()
-    dataset = dataset.interleave(read, cycle_length=min(cycle_length, len(files)),
-                                 num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.interleave(
+        read, cycle_length=min(cycle_length, len(files)),
+        num_parallel_calls=tf.data.AUTOTUNE)
     # Shuffled before decoding: serialized JPEGs take a tenth of the memory.
     dataset = dataset.shuffle(shuffle_buffer, seed=seed)
   else:
