@@ -31,7 +31,7 @@ class AugmentConfig:
   max_rotation: float = 45.0  # Degrees, either way.
   min_scale: float = 0.7  # The face shrinks to `scale` of its size in the view.
   max_scale: float = 1.0
-  max_shift: float = 0.05  # The face moves up to this fraction of the view side.
+  max_shift: float = 0.05  # The face moves up to this fraction of the view.
   flip: bool = True  # Mirrors half of the images.
   brightness: float = 0.2  # Adds a value in [-b, b].
   contrast: float = 0.3  # Scales about the image mean by [1 - c, 1 + c].
@@ -150,7 +150,8 @@ def _warp(images, matrices, input_size):
 def _move_landmarks(landmarks, matrices, flips, input_size):
   """Crop landmarks to normalised view ones, re-indexed where mirrored."""
   inverse = tf.linalg.inv(matrices)[:, None]
-  points = (tf.linalg.matvec(inverse[..., :2, :2], tf.cast(landmarks, tf.float32))
+  landmarks = tf.cast(landmarks, tf.float32)
+  points = (tf.linalg.matvec(inverse[..., :2, :2], landmarks)
             + inverse[..., :2, 2])
   mirrored = tf.gather(points, geometry.MIRROR_PERMUTATION, axis=1)
   points = tf.where(flips[:, None, None], mirrored, points)
@@ -158,16 +159,27 @@ def _move_landmarks(landmarks, matrices, flips, input_size):
 
 
 def _jitter_colour(images, u, config):
-  """Brightness, contrast and saturation from per-image U(0, 1) draws [B, 3]."""
-  def spread(column, amount):
-    return (amount * (2 * u[:, column] - 1))[:, None, None, None]
+  """Brightness, contrast and saturation from per-image U(0, 1) draws [B, 3].
 
-  images += spread(0, config.brightness)
-  means = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
-  images = means + (images - means) * (1 + spread(1, config.contrast))
-  greys = tf.reduce_sum(images * _LUMA, axis=3, keepdims=True)
-  images = greys + (images - greys) * (1 + spread(2, config.saturation))
-  return tf.clip_by_value(images, 0.0, 1.0)
+  Brightness adds, contrast scales about each channel's mean and saturation
+  about the grey level: all affine in colour, so they fold into one matrix and
+  offset per image, and the pixels are touched once (twice as fast).
+  """
+  def spread(column, amount):
+    return amount * (2 * u[:, column] - 1)
+
+  brightness = spread(0, config.brightness)[:, None]
+  contrast = 1 + spread(1, config.contrast)
+  saturation = 1 + spread(2, config.saturation)[:, None, None]
+  # Pixels are row vectors: pixel @ to_grey puts its grey level in each channel.
+  to_grey = tf.broadcast_to(tf.constant(_LUMA)[:, None], [3, 3])
+  saturate = saturation * tf.eye(3) + (1 - saturation) * to_grey
+  means = tf.reduce_mean(images, axis=[1, 2])
+  offsets = tf.linalg.matvec(saturate, (1 - contrast)[:, None] * means
+                             + brightness, transpose_a=True)
+  images = tf.einsum('bhwc,bcd->bhwd', images,
+                     contrast[:, None, None] * saturate)
+  return tf.clip_by_value(images + offsets[:, None, None, :], 0.0, 1.0)
 
 
 def _occlude(images, u, probability):

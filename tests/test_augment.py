@@ -140,8 +140,8 @@ def test_center_view_follows_the_geometry():
   views, targets = augment.center_view(images, landmarks, boxes, 64, 4 / 3)
   for box, points, target in zip(boxes, landmarks, targets.numpy()):
     square = geometry.square_around(box, 4 / 3)
-    np.testing.assert_allclose(target, geometry.to_crop(points, square, 64) / 64,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        target, geometry.to_crop(points, square, 64) / 64, atol=1e-6)
     np.testing.assert_allclose(target[0], [0.5, 0.5], atol=1e-7)
   # The first view is the crop's [32, 96) square pixel for pixel.
   np.testing.assert_allclose(views[0] * 255, images[0, 32:96, 32:96], atol=1e-3)
@@ -156,10 +156,43 @@ def test_colour_jitter_keeps_grey_grey_and_in_range():
                              tf.constant([5, 6]), 32, 1.25, config)
   levels = views.numpy().reshape(8, -1)
   # Contrast and saturation leave a flat grey alone; brightness shifts it.
-  np.testing.assert_allclose(levels, np.broadcast_to(levels[:, :1], levels.shape),
-                             atol=1e-5)
+  np.testing.assert_allclose(
+      levels, np.broadcast_to(levels[:, :1], levels.shape), atol=1e-5)
   assert (np.abs(levels[:, 0] - 128 / 255) <= 0.2 + 1e-6).all()
   assert len(set(levels[:, 0].round(4))) == 8
+
+
+def _scaling(changed, base):
+  """Least-squares factor, per image, taking `base` to `changed`."""
+  return ((changed * base).sum(axis=(1, 2, 3)) /
+          (base * base).sum(axis=(1, 2, 3)))[:, None, None, None]
+
+
+def test_contrast_and_saturation_scale_about_mean_and_grey():
+  rng = np.random.default_rng(2)
+  # Mid-range colours, so that no factor in [0.7, 1.3] reaches the clipping.
+  images = rng.integers(64, 192, [4, 64, 64, 3], np.uint8)
+  boxes = np.tile([[16.0, 16.0, 48.0, 48.0]], [4, 1])
+  args = (images, np.zeros([4, 68, 2]), boxes, tf.constant([9, 9]), 40, 1.25)
+  base = augment.center_view(*args[:3], 40, 1.25)[0].numpy()
+  contrast = augment.augment(
+      *args, dataclasses.replace(STILL, contrast=0.3))[0].numpy()
+  means = base.mean(axis=(1, 2), keepdims=True)
+  np.testing.assert_allclose(contrast.mean(axis=(1, 2), keepdims=True), means,
+                             atol=1e-5)
+  factors = _scaling(contrast - means, base - means)
+  np.testing.assert_allclose(contrast - means, factors * (base - means),
+                             atol=1e-5)
+  assert (np.abs(factors - 1) <= 0.3).all() and np.ptp(factors) > 0.01
+  saturated = augment.augment(
+      *args, dataclasses.replace(STILL, saturation=0.3))[0].numpy()
+  greys = (base * [0.299, 0.587, 0.114]).sum(axis=3, keepdims=True)
+  np.testing.assert_allclose((saturated * [0.299, 0.587, 0.114]).sum(axis=3),
+                             greys[..., 0], atol=1e-5)
+  factors = _scaling(saturated - greys, base - greys)
+  np.testing.assert_allclose(saturated - greys, factors * (base - greys),
+                             atol=1e-5)
+  assert (np.abs(factors - 1) <= 0.3).all() and np.ptp(factors) > 0.01
 
 
 def test_occlusion_paints_one_rectangle():
