@@ -1,0 +1,116 @@
+"""evaluate.py on shards and raw folders, from a workdir and from an export."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import evaluate
+import export
+from test_export import make_faces
+from test_export import train_tiny
+
+SUBSETS = ('afw', 'helen/testset', 'lfpw/testset', 'ibug')
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('evaluate'))
+  raw, shards = make_faces(root, num_images=12, subsets=SUBSETS, layout='both')
+  workdir = train_tiny(shards, os.path.join(root, 'work'), steps=4)
+  export_dir = os.path.join(root, 'exported')
+  export.export(workdir, export_dir, log=lambda *_: None)
+  return dict(root=root, raw=raw, shards=shards, workdir=workdir,
+              export_dir=export_dir)
+
+
+def _quiet(*_):
+  pass
+
+
+def test_groups_follow_300w():
+  masks = evaluate.groups(['afw', 'ibug', 'helen/testset', 'lfpw/testset',
+                           'ibug'])
+  assert list(masks) == ['all', 'afw', 'helen/testset', 'ibug',
+                         'lfpw/testset', '300w_common', '300w_challenging',
+                         '300w_full']
+  assert masks['300w_common'].tolist() == [False, False, True, True, False]
+  assert masks['300w_full'].sum() == 4
+  assert list(evaluate.groups(['afw', 'helen/trainset'])) == [
+      'all', 'afw', 'helen/trainset']
+
+
+def test_workdir_on_shards(setup, tmp_path):
+  out = str(tmp_path / 'eval')
+  report = evaluate.evaluate(setup['shards'], out, workdir=setup['workdir'],
+                             overlays=3, log=_quiet)
+  with open(os.path.join(out, 'report.json')) as f:
+    assert json.load(f) == json.loads(json.dumps(report))
+  assert report['split'] == 'val' and report['box'] == 'landmarks'
+  groups = report['groups']
+  assert groups['all']['faces'] == len(report['faces'])
+  assert set(groups) >= {'all'} | {f['subset'] for f in report['faces']}
+  for summary in groups.values():
+    assert set(summary) == {'faces', 'nme', 'nme_median', 'failure_rate_0.08',
+                            'failure_rate_0.10', 'auc_0.08'}
+    assert 0 <= summary['auc_0.08'] <= 1
+  with open(os.path.join(out, 'ced.png'), 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  assert len(os.listdir(os.path.join(out, 'overlays'))) == 3
+
+
+def test_export_on_raw_folder_both_layouts(setup, tmp_path):
+  with open(os.path.join(setup['raw'], 'labels.xml')) as f:
+    faces = f.read().count('<box ')
+  reports = {layout: evaluate.evaluate(
+      setup['raw'], str(tmp_path / layout), model=setup['export_dir'],
+      layout=layout, log=_quiet) for layout in ('xml', 'pts')}
+  for report in reports.values():
+    assert report['split'] == 'all'
+    assert report['groups']['all']['faces'] == faces
+    assert {'300w_common', '300w_challenging', '300w_full'} <= set(
+        report['groups'])
+    full = report['groups']['300w_full']['faces']
+    assert full == sum(report['groups'][s]['faces'] for s in SUBSETS[1:])
+  # Both layouts hold the same points (XML rounds them to 1e-6 pixels).
+  np.testing.assert_allclose(
+      [f['nme'] for f in reports['xml']['faces']],
+      [f['nme'] for f in reports['pts']['faces']], atol=1e-4)
+
+
+def test_workdir_and_export_agree(setup, tmp_path):
+  from_workdir = evaluate.evaluate(setup['shards'], str(tmp_path / 'a'),
+                                   workdir=setup['workdir'], log=_quiet)
+  from_export = evaluate.evaluate(setup['shards'], str(tmp_path / 'b'),
+                                  model=setup['export_dir'], log=_quiet)
+  np.testing.assert_allclose([f['nme'] for f in from_workdir['faces']],
+                             [f['nme'] for f in from_export['faces']],
+                             atol=1e-5)
+
+
+def test_options_change_the_numbers(setup, tmp_path):
+  def nme(**kwargs):
+    report = evaluate.evaluate(setup['raw'], str(tmp_path), layout='xml',
+                               model=setup['export_dir'], log=_quiet, **kwargs)
+    return report['groups']['all']['nme']
+
+  base = nme()
+  assert nme(normalization='pupil') != base
+  # dlib boxes are whole pixels around the points: a slightly larger view.
+  assert nme(box='annotation') != base
+  assert nme(refine=True) != base
+
+
+def test_bad_arguments(setup, tmp_path):
+  with pytest.raises(ValueError, match='exactly one'):
+    evaluate.evaluate(setup['shards'], str(tmp_path), log=_quiet)
+  with pytest.raises(ValueError, match='exactly one'):
+    evaluate.evaluate(setup['shards'], str(tmp_path), log=_quiet,
+                      workdir=setup['workdir'], model=setup['export_dir'])
+  with pytest.raises(ValueError, match='--normalization'):
+    evaluate.evaluate(setup['shards'], str(tmp_path), log=_quiet,
+                      model=setup['export_dir'], normalization='iod')
+  with pytest.raises(ValueError, match='--split'):
+    evaluate.evaluate(setup['raw'], str(tmp_path), log=_quiet,
+                      model=setup['export_dir'], split='test')
