@@ -88,7 +88,7 @@ def shard_samples(data_dir, split, box='landmarks', batch_size=64):
 
 def folder_samples(data_dir, split='all', layout='auto', box='landmarks',
                    log=print):
-  """One Sample per image of a raw 300-W folder; unreadable images are skipped."""
+  """One Sample per image of a raw 300-W folder; skips unreadable images."""
   dataset = sources.load(data_dir, layout)
   faces = {'all': dataset.train + dataset.val, 'train': dataset.train,
            'val': dataset.val}.get(split)
@@ -116,7 +116,7 @@ def is_prepared(data_dir):
 
 def predict_samples(landmarker, samples, refine=False,
                     normalization='outer_eye', keep=0):
-  """Runs the landmarker on every face; keeps the samples of the first `keep`."""
+  """Runs the landmarker on every face; keeps the samples of `keep` faces."""
   predicted, true, subsets, names, kept = [], [], [], [], []
   for sample in samples:
     if len(true) < keep:
@@ -175,8 +175,8 @@ def plot_ced(errors_by_group, path, title):
     x, y = metrics.ced(errors, CED_LIMIT)
     auc = metrics.auc(errors, AUC_THRESHOLD)
     axes.plot(100 * x, y, label=f'{name} (AUC@{AUC_THRESHOLD:.2f} {auc:.3f})')
-  axes.set(xlabel='NME (%)', ylabel='fraction of faces', xlim=(0, 100 * CED_LIMIT),
-           ylim=(0, 1), title=title)
+  axes.set(xlabel='NME (%)', ylabel='fraction of faces',
+           xlim=(0, 100 * CED_LIMIT), ylim=(0, 1), title=title)
   axes.grid(alpha=0.3)
   axes.legend(loc='lower right', fontsize='small')
   figure.savefig(path, dpi=100, bbox_inches='tight')

@@ -142,8 +142,10 @@ class LandmarkModule(tf.Module):
       # landmarker.from_views in-graph: view origin + normalised * side.
       return squares[:, None, :2] + points * sides[:, None, None]
 
+    def no_faces():
+      return tf.zeros([0, geometry.NUM_LANDMARKS, 2])
+
     # A frame without faces is common; BatchNormalization fails on batch 0.
-    no_faces = lambda: tf.zeros([0, geometry.NUM_LANDMARKS, 2])  # pylint: disable=unnecessary-lambda-assignment
     return {'landmarks': tf.cond(tf.shape(boxes)[0] > 0, landmarks, no_faces)}
 
 
@@ -188,7 +190,7 @@ def checkpoint_step(path):
 
 
 def validation_nme(workdir, which, step):
-  """The best checkpoint's validation NME, from the best.json train_loop wrote."""
+  """The best checkpoint's validation NME, from train_loop's best.json."""
   path = os.path.join(workdir, 'best', 'best.json')
   if which != 'best' or not os.path.isfile(path):
     return None
@@ -314,8 +316,11 @@ def export(workdir, export_dir, *, tflite=(), checkpoint='best', data_dir=None,
     save_saved_model(model, cfg.input_size, cfg.view_scale, tmp)
     _write_json(os.path.join(tmp, landmarker_lib.METADATA), metadata)
     files = {'saved_model': tmp}
-    representative = lambda: representative_views(  # pylint: disable=g-long-lambda
-        data_dir, cfg.input_size, cfg.view_scale, num_calibration)
+
+    def representative():
+      return representative_views(data_dir, cfg.input_size, cfg.view_scale,
+                                  num_calibration)
+
     for variant in tflite:
       log(f'Converting to TF Lite {variant}...')
       flatbuffer = convert_tflite(tmp, variant, representative)

@@ -1,4 +1,4 @@
-"""Live landmarks: camera, video file or photo in; annotated frames and JSON out.
+"""Live landmarks: camera, video or photo in; annotated frames and JSON out.
 
   python webcam.py                                    # camera 0, in a window
   python webcam.py --source=talk.mp4 --output=annotated.mp4 \
@@ -8,10 +8,10 @@
 Faces are found by OpenCV's Haar cascade (shipped inside OpenCV 4), or
 --detector=full_frame takes each whole frame as the face box (for videos or
 photos already cropped to one face, or faces no cascade finds). The landmarker
-runs twice per face by default (--refine): Haar boxes are framed differently from
-the tight landmark boxes the net was trained on, and the second pass sees a view
-framed like its training views. --smoothing applies a One Euro filter to every
-point across frames.
+runs twice per face by default (--refine): Haar boxes are framed differently
+from the tight landmark boxes the net was trained on, and the second pass sees
+a view framed like its training views. --smoothing applies a One Euro filter to
+every point across frames.
 
 JSON landmarks are in corner coordinates: pixel (i, j) covers [i, i+1) x
 [j, j+1) (pipeline/geometry.py).
@@ -48,7 +48,7 @@ class WebcamError(Exception):
 
 
 def haar_detector(min_face=0.1):
-  """Haar cascade detector; faces smaller than `min_face` of the frame skipped."""
+  """Haar cascade detector; skips faces smaller than `min_face` of the frame."""
   folder = getattr(getattr(cv2, 'data', None), 'haarcascades', '')
   path = os.path.join(folder, HAAR_CASCADE)
   if not hasattr(cv2, 'CascadeClassifier') or not os.path.isfile(path):
@@ -86,7 +86,7 @@ def make_detector(name):
 
 
 def left_to_right(boxes):
-  """Boxes sorted by centre x: a stable face order for smoothing across frames."""
+  """Boxes sorted by centre x: a stable face order for smoothing."""
   return boxes[np.argsort(boxes[:, 0] + boxes[:, 2], kind='stable')]
 
 
@@ -187,8 +187,9 @@ class Output:
     self.path, self.fps = path, fps
     extension = os.path.splitext(path)[1].lower()
     if extension not in IMAGE_EXTENSIONS and extension not in VIDEO_CODECS:
-      raise WebcamError(f'--output={path}: use an image ({", ".join(IMAGE_EXTENSIONS)})'
-                        f' or a video ({", ".join(VIDEO_CODECS)})')
+      raise WebcamError(f'--output={path}: use an image '
+                        f'({", ".join(IMAGE_EXTENSIONS)}) or a video '
+                        f'({", ".join(VIDEO_CODECS)})')
     if extension in IMAGE_EXTENSIONS and not source_is_image:
       raise WebcamError(f'--output={path} is an image but --source is a video '
                         f'or camera: use {" or ".join(VIDEO_CODECS)}')

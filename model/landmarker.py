@@ -47,7 +47,7 @@ def crop_views(image, squares, size):
   views = np.zeros((len(squares), size, size) + image.shape[2:], np.uint8)
   for view, (x0, y0, x1, _) in zip(views, squares):
     s = (x1 - x0) / size
-    # OpenCV puts pixel centres at integers, half a pixel off corner coordinates.
+    # OpenCV puts pixel centres at integers: corner coordinates minus 0.5.
     view_to_image = np.array([[s, 0.0, x0 + 0.5 * s - 0.5],
                               [0.0, s, y0 + 0.5 * s - 0.5]])
     cv2.warpAffine(image, view_to_image, (size, size), dst=view,
@@ -58,8 +58,8 @@ def crop_views(image, squares, size):
 
 def from_views(points, squares):
   """Normalised view landmarks [K, 68, 2] -> image corner coordinates."""
-  return np.array([geometry.from_crop(p, s, 1.0) for p, s in zip(points, squares)]
-                  ).reshape(len(squares), geometry.NUM_LANDMARKS, 2)
+  faces = [geometry.from_crop(p, s, 1.0) for p, s in zip(points, squares)]
+  return np.array(faces).reshape(len(squares), geometry.NUM_LANDMARKS, 2)
 
 
 def read_metadata(path):
@@ -80,11 +80,12 @@ def read_metadata(path):
 
 def _tflite_interpreter(path, num_threads):
   try:  # LiteRT, TF Lite's successor, when installed.
-    from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
+    from ai_edge_litert import interpreter as litert  # pylint: disable=all
+    Interpreter = litert.Interpreter  # pylint: disable=invalid-name
   except ImportError:
     Interpreter = tf.lite.Interpreter  # pylint: disable=invalid-name
   with warnings.catch_warnings():
-    # TF 2.21 warns that tf.lite.Interpreter will move to LiteRT; it still works.
+    # TF 2.21 warns that tf.lite.Interpreter moves to LiteRT; it still works.
     warnings.simplefilter('ignore', UserWarning)
     return Interpreter(model_path=path, num_threads=num_threads)
 
@@ -119,12 +120,12 @@ def _saved_model_views_fn(path):
   if VIEWS_SIGNATURE not in loaded.signatures:
     raise ValueError(f'{path}: SavedModel without a {VIEWS_SIGNATURE!r} '
                      'signature: not made by export.py')
-  signature = loaded.signatures[VIEWS_SIGNATURE]
 
   def predict(views):
+    # Through `loaded`: the signature alone does not keep the variables alive.
+    signature = loaded.signatures[VIEWS_SIGNATURE]
     return signature(views=tf.constant(views))['landmarks'].numpy()
 
-  predict.loaded = loaded  # Keeps the SavedModel's variables alive.
   return predict
 
 
@@ -138,7 +139,7 @@ class Landmarker:
   """Landmarks of faces in RGB images, given their boxes."""
 
   def __init__(self, views_fn, input_size, view_scale, metadata=None):
-    """`views_fn`: float32 views [N, S, S, 3] in [0, 1] -> [N, 68, 2] in [0, 1]."""
+    """`views_fn`: float32 views [N, S, S, 3] in [0, 1] -> [N, 68, 2]."""
     self._views_fn = views_fn
     self.input_size = int(input_size)
     self.view_scale = float(view_scale)
@@ -160,7 +161,8 @@ class Landmarker:
     elif os.path.isfile(os.path.join(path, 'saved_model.pb')):
       views_fn = _saved_model_views_fn(path)
     else:
-      raise ValueError(f'{path}: neither a .tflite file nor a SavedModel folder')
+      raise ValueError(f'{path}: neither a .tflite file nor a SavedModel '
+                       'folder')
     return cls(views_fn, metadata['input_size'], metadata['view_scale'],
                dict(metadata, path=path))
 

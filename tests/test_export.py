@@ -35,7 +35,7 @@ def make_faces(root, num_images=16, subsets=synthetic.SUBSETS, layout='pts'):
 
 
 def train_tiny(data_dir, workdir, steps=20):
-  """A workdir trained for a few steps: outputs depend on the input, a little."""
+  """A workdir trained a few steps: outputs depend on the input, a little."""
   cfg = train_loop.TrainConfig(
       data_dir=data_dir, workdir=workdir, batch_size=8, train_steps=steps,
       lr_boundaries=(1000,), lr_values=(2e-3, 1e-3), input_size=INPUT_SIZE,
@@ -113,7 +113,8 @@ def test_in_graph_crop_samples_like_crop_views():
   squares = np.array([geometry.square_around(geometry.landmark_box(p), 1.25)
                       for p in landmarks] +
                      [[-20.3, -10.6, 70.1, 79.8],        # off the top left
-                      [width - 30.2, height - 41.5, width + 20.0, height + 8.7]])
+                      [width - 30.2, height - 41.5, width + 20.0,
+                       height + 8.7]])
   expected = landmarker_lib.crop_views(image, squares, INPUT_SIZE)
   got = export.crop_views_in_graph(tf.constant(image),
                                    tf.constant(squares, tf.float32),

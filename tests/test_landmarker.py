@@ -56,7 +56,8 @@ def test_predict_maps_view_points_to_image_pixels():
   for box, face in zip(boxes, got):
     # Side 1.25 * max(w, h), centred on the box.
     square = geometry.square_around(box, 1.25)
-    np.testing.assert_allclose(face, square[:2] + points * (square[2] - square[0]))
+    np.testing.assert_allclose(face,
+                               square[:2] + points * (square[2] - square[0]))
 
 
 def test_refine_runs_again_on_the_first_landmark_box():

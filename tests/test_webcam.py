@@ -30,7 +30,8 @@ def setup(tmp_path_factory):
   writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*'MJPG'), 10,
                            (WIDTH, HEIGHT))
   for i in range(FRAMES):
-    frame, _ = synthetic.render_image(np.random.default_rng(i), WIDTH, HEIGHT, 1)
+    frame, _ = synthetic.render_image(np.random.default_rng(i), WIDTH, HEIGHT,
+                                      1)
     writer.write(frame)
   writer.release()
   photo = os.path.join(root, 'face.jpg')
@@ -75,17 +76,15 @@ def test_photo_headless_with_tflite(setup, tmp_path):
   assert cv2.imread(output).shape == (HEIGHT, WIDTH, 3)
 
 
-def test_frames_without_faces(setup, tmp_path):
+def test_frames_without_faces(setup, tmp_path, monkeypatch):
   landmarks = str(tmp_path / 'lm.json')
-  no_faces = lambda frame: np.zeros((0, 4))  # pylint: disable=unnecessary-lambda-assignment
-  original = webcam.make_detector
-  webcam.make_detector = lambda name: no_faces
-  try:
-    summary = webcam.run(setup['video'], setup['export_dir'],
-                         json_path=landmarks, headless=True, smoothing=True,
-                         log=_quiet)
-  finally:
-    webcam.make_detector = original
+  def no_faces(frame):
+    return np.zeros((0, 4))
+
+  monkeypatch.setattr(webcam, 'make_detector', lambda name: no_faces)
+  summary = webcam.run(setup['video'], setup['export_dir'],
+                       json_path=landmarks, headless=True, smoothing=True,
+                       log=_quiet)
   assert summary['frames_with_faces'] == 0
   assert [f['faces'] for f in _read_json(landmarks)['frames']] == [[]] * FRAMES
 
