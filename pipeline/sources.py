@@ -117,7 +117,9 @@ def read_image(path):
     data = np.fromfile(path, np.uint8)
   except OSError as e:
     raise BadImage(f'cannot read image: {e.strerror or e}') from e
-  image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+  # Annotations are on the stored pixel grid, so EXIF rotation is not applied.
+  flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+  image = cv2.imdecode(data, flags) if data.size else None
   if image is None:
     raise BadImage('cannot decode image (corrupt or not an image)')
   # OpenCV 4 decodes a truncated JPEG with a grey bottom and only a warning: a
