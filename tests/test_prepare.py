@@ -21,9 +21,8 @@ from pipeline import synthetic
 
 
 def _prepare(data_dir, output_dir, **kwargs):
-  kwargs = dict(dict(num_shards=2, image_size=48, num_workers=1,
-                     progress=False), **kwargs)
-  return prepare.prepare(data_dir, output_dir, **kwargs)
+  small = dict(num_shards=2, image_size=48, num_workers=1, progress=False)
+  return prepare.prepare(data_dir, output_dir, **{**small, **kwargs})
 
 
 def _read(output_dir, split):
@@ -37,8 +36,8 @@ def _files(folder):
   return {n: (folder / n).read_bytes() for n in sorted(os.listdir(folder))}
 
 
-def _face(landmarks, image_path='/x.jpg'):
-  return sources.Face(image_path, 'x.jpg', 'x', 0, np.asarray(landmarks, float),
+def _face(landmarks):
+  return sources.Face('/x.jpg', 'x.jpg', 'x', 0, np.asarray(landmarks, float),
                       geometry.landmark_box(landmarks))
 
 
@@ -153,9 +152,9 @@ def test_split_is_by_image(faces_dir, tmp_path):
   train = {f['source'] for f in _read(tmp_path / 'out', 'train')}
   val = {f['source'] for f in _read(tmp_path / 'out', 'val')}
   assert train and val and not train & val
-  for split, sources_ in (('train', train), ('val', val)):
+  for split, images in (('train', train), ('val', val)):
     info = manifest['splits'][split]
-    assert info['images'] == len(sources_)
+    assert info['images'] == len(images)
     assert sum(info['subsets'].values()) == info['faces']
     assert info['shards'] == sorted(
         os.path.basename(p) for p in
@@ -171,21 +170,16 @@ def test_same_input_gives_same_bytes(faces_dir, tmp_path):
 
 def test_dlib_train_test_files_are_the_split(faces_dir, tmp_path):
   data_dir, truth = faces_dir
-  root = ET.parse(data_dir / 'labels.xml').getroot()
-  images = root.find('images')
-  test_files = set()
-  for name, keep in ((sources.DLIB_TRAIN_XML, lambda i: i < 6),
-                     (sources.DLIB_TEST_XML, lambda i: i >= 6)):
-    part = ET.Element('dataset')
-    ET.SubElement(part, 'images').extend(
-        [im for i, im in enumerate(images) if keep(i)])
-    ET.ElementTree(part).write(data_dir / name)
-    if name == sources.DLIB_TEST_XML:
-      test_files = {im.get('file') for im in part.find('images')}
+  images = list(ET.parse(data_dir / 'labels.xml').getroot().find('images'))
+  for name, part in ((sources.DLIB_TRAIN_XML, images[:6]),
+                     (sources.DLIB_TEST_XML, images[6:])):
+    root = ET.Element('dataset')
+    ET.SubElement(root, 'images').extend(part)
+    ET.ElementTree(root).write(data_dir / name)
   manifest = _prepare(data_dir, tmp_path / 'out', val_fraction=0.5)
   assert manifest['split']['method'] == 'dlib_xml'
-  assert {f['source'].decode() for f in _read(tmp_path / 'out', 'val')} == (
-      test_files)
+  val = {f['source'].decode() for f in _read(tmp_path / 'out', 'val')}
+  assert val == {im.get('file') for im in images[6:]}
   assert manifest['counts']['faces_written'] == len(truth)
 
 
@@ -309,15 +303,35 @@ def test_missing_or_empty_data_dir(tmp_path, make):
   assert not os.path.exists(tmp_path / 'out')
 
 
+def _run_cli(*args):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return subprocess.run([sys.executable, '-m', 'pipeline.prepare', *args],
+                        capture_output=True, text=True, check=False, cwd=root)
+
+
+@pytest.mark.xfail(
+    raises=AssertionError, strict=True,
+    reason='records.serialize_face orders the Example map per process (upb '
+    'hash seed); needs SerializeToString(deterministic=True)')
+def test_same_bytes_across_processes(faces_dir, tmp_path):
+  data_dir, _ = faces_dir
+  manifest = _prepare(data_dir, tmp_path / 'a', layout='pts')
+  result = _run_cli(f'--data_dir={data_dir}', f'--output_dir={tmp_path / "b"}',
+                    '--layout=pts', '--num_shards=2', '--image_size=48')
+  if result.returncode:
+    raise RuntimeError(result.stderr)  # not the expected failure
+  with open(tmp_path / 'b' / 'manifest.json') as f:
+    if json.load(f) != manifest:
+      raise RuntimeError('manifests differ')
+  assert _files(tmp_path / 'a') == _files(tmp_path / 'b')
+
+
 def test_command_line_reports_errors_without_traceback(faces_dir, tmp_path):
   data_dir, _ = faces_dir
   (tmp_path / 'out').mkdir()
   (tmp_path / 'out' / 'manifest.json').write_text('{}')
-  result = subprocess.run(
-      [sys.executable, '-m', 'pipeline.prepare', f'--data_dir={data_dir}',
-       f'--output_dir={tmp_path / "out"}'],
-      capture_output=True, text=True, check=False,
-      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  result = _run_cli(f'--data_dir={data_dir}',
+                    f'--output_dir={tmp_path / "out"}')
   assert result.returncode == 1
   assert 'prepare: --output_dir' in result.stderr
   assert 'Traceback' not in result.stderr
