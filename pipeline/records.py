@@ -51,7 +51,8 @@ def serialize_face(jpeg, size, landmarks, box, crop, source, subset, face_index)
       'face_index': _int(face_index),
   }
   return tf.train.Example(
-      features=tf.train.Features(feature=feature)).SerializeToString()
+      features=tf.train.Features(feature=feature)).SerializeToString(
+          deterministic=True)  # map order: the same bytes in every process
 
 
 def parse_face(serialized):

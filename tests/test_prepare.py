@@ -309,10 +309,6 @@ def _run_cli(*args):
                         capture_output=True, text=True, check=False, cwd=root)
 
 
-@pytest.mark.xfail(
-    raises=AssertionError, strict=True,
-    reason='records.serialize_face orders the Example map per process (upb '
-    'hash seed); needs SerializeToString(deterministic=True)')
 def test_same_bytes_across_processes(faces_dir, tmp_path):
   data_dir, _ = faces_dir
   manifest = _prepare(data_dir, tmp_path / 'a', layout='pts')
