@@ -17,14 +17,11 @@ import time
 
 from absl import app
 from absl import flags
-import numpy as np
-import tensorflow as tf
 
 import train_loop
 from bench import prototype
-from pipeline import augment
+from bench import timing
 from pipeline import prepare
-from pipeline import reader
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('data_dir', '../shared/data/300w-sample',
@@ -50,17 +47,9 @@ def resident_mib():
   return float('nan')
 
 
-def bench_config(shards, workdir, input_size, batch_size, steps, **overrides):
-  values = dict(data_dir=shards, workdir=workdir, batch_size=batch_size,
-                train_steps=steps, input_size=input_size, eval_every=10**9,
-                checkpoint_every=10**9, log_every=10**9, seed=0)
-  values.update(overrides)
-  return train_loop.TrainConfig(**values)
-
-
 def time_our_loop(shards, work, jit_compile=False):
   total = FLAGS.warmup + FLAGS.steps
-  trainer = train_loop.Trainer(bench_config(
+  trainer = train_loop.Trainer(timing.bench_config(
       shards, os.path.join(work, f'ours_xla{int(jit_compile)}'),
       FLAGS.input_size, FLAGS.batch_size, total, jit_compile=jit_compile))
   marks = {}
@@ -73,42 +62,9 @@ def time_our_loop(shards, work, jit_compile=False):
   return FLAGS.steps * FLAGS.batch_size / (marks[total] - marks[FLAGS.warmup])
 
 
-def time_our_step_alone(shards, work):
-  """The compiled step on one fixed batch: the ceiling the input must feed."""
-  trainer = train_loop.Trainer(bench_config(
-      shards, os.path.join(work, 'step'), FLAGS.input_size, FLAGS.batch_size,
-      1))
-  batch = next(iter(trainer._train_dataset()))  # pylint: disable=protected-access
-  fixed = iter(tf.data.Dataset.from_tensors(batch).repeat())
-  for _ in range(FLAGS.warmup):
-    trainer._train_step(fixed)  # pylint: disable=protected-access
-  start = time.perf_counter()
-  for _ in range(FLAGS.steps):
-    loss, _ = trainer._train_step(fixed)  # pylint: disable=protected-access
-  float(loss)
-  return FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - start)
-
-
-def time_our_input_alone(shards):
-  """Read, decode, batch and augment (the in-step part, compiled alone)."""
-  cfg = bench_config(shards, '', FLAGS.input_size, FLAGS.batch_size, 1)
-  aug = tf.function(lambda b, seed: augment.augment(
-      b['image'], b['landmarks'], b['box'], seed, cfg.input_size,
-      cfg.view_scale, cfg.augment_config()))
-  batches = iter(reader.make_dataset(shards, 'train', FLAGS.batch_size,
-                                     training=True, seed=0))
-  for i in range(FLAGS.warmup):
-    aug(next(batches), tf.constant([0, i], tf.int64))
-  start = time.perf_counter()
-  for i in range(FLAGS.steps * 4):
-    views, _ = aug(next(batches), tf.constant([0, i], tf.int64))
-  views.numpy()
-  return FLAGS.steps * 4 * FLAGS.batch_size / (time.perf_counter() - start)
-
-
-def time_prototype(faces):
+def time_prototype_fit(faces):
   model = prototype.compile_like_prototype(train_loop.build_model(
-      bench_config('', '', FLAGS.input_size, FLAGS.batch_size, 1),
+      timing.bench_config('', '', FLAGS.input_size, FLAGS.batch_size, 1),
       log=lambda _: None))
   sequence = prototype.PrototypeSequence(faces, FLAGS.batch_size,
                                          FLAGS.input_size, 1.25)
@@ -116,17 +72,13 @@ def time_prototype(faces):
   start = time.perf_counter()
   model.fit(sequence, epochs=1, steps_per_epoch=FLAGS.steps, verbose=0)
   fit = FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - start)
-  start = time.perf_counter()
-  for i in range(FLAGS.steps):
-    sequence[i % len(sequence)]  # pylint: disable=pointless-statement
-  alone = FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - start)
-  return fit, alone
+  return fit
 
 
 def memory_over_schedule(shards, work):
   steps = FLAGS.memory_steps
   boundaries = (round(steps * 50 / 120), round(steps * 90 / 120))
-  trainer = train_loop.Trainer(bench_config(
+  trainer = train_loop.Trainer(timing.bench_config(
       shards, os.path.join(work, 'memory'), FLAGS.memory_input_size,
       FLAGS.batch_size, steps, lr_boundaries=boundaries,
       eval_every=boundaries[0], checkpoint_every=boundaries[0]))
@@ -147,6 +99,7 @@ def memory_over_schedule(shards, work):
 def main(argv):
   del argv
   work = FLAGS.work_dir or tempfile.mkdtemp(prefix='bench_train_')
+  os.makedirs(work, exist_ok=True)
   shards = FLAGS.shards
   if not shards:
     shards = os.path.join(work, 'shards')
@@ -158,16 +111,18 @@ def main(argv):
 
   rows = []
   ours = time_our_loop(shards, work)
-  proto_fit, proto_input = time_prototype(faces)
+  proto_fit = time_prototype_fit(faces)
   rows.append(('this loop (tf.data + in-step augmentation)', ours))
   rows.append(('prototype model.fit + PyDataset (cv2 per image)', proto_fit))
   if FLAGS.xla:
     rows.append(('this loop, --jit_compile', time_our_loop(shards, work, True)))
-  rows.append(('  part: compiled step alone, fixed batch',
-               time_our_step_alone(shards, work)))
-  rows.append(('  part: our input + augmentation alone', time_our_input_alone(
-      shards)))
-  rows.append(('  part: prototype input alone', proto_input))
+  rows.append(('  part: compiled step alone, fixed batch', timing.train_step(
+      shards, os.path.join(work, 'step'), FLAGS.input_size, FLAGS.batch_size,
+      FLAGS.steps)))
+  rows.append(('  part: our input + augmentation alone', timing.our_input(
+      shards, FLAGS.input_size, FLAGS.batch_size, 4 * FLAGS.steps)))
+  rows.append(('  part: prototype input alone', timing.prototype_input(
+      faces, FLAGS.input_size, FLAGS.batch_size, FLAGS.steps)))
 
   print(f'\nTraining throughput: input {FLAGS.input_size} px, batch '
         f'{FLAGS.batch_size}, {FLAGS.steps} timed steps after {FLAGS.warmup}, '
@@ -183,11 +138,11 @@ def main(argv):
   print(f'\nResident memory over a compressed schedule ({FLAGS.memory_steps} '
         f'steps, boundaries {boundaries}, input {FLAGS.memory_input_size} px), '
         'one process:')
-  print('| point           |  step | RSS MiB | vs warm-up | learning rate |')
-  print('|-----------------|-------|---------|------------|---------------|')
+  print('| point           |  step | RSS MiB | vs warm-up | rate from here |')
+  print('|-----------------|-------|---------|------------|----------------|')
   for name, step, rss, lr in memory:
     print(f'| {name:15} | {step:5d} | {rss:7.0f} | {100 * (rss / base - 1):+9.1f}% '
-          f'| {lr:13.1e} |')
+          f'| {lr:14.1e} |')
 
 
 if __name__ == '__main__':
