@@ -147,9 +147,24 @@ def _warp(images, matrices, input_size):
       interpolation='BILINEAR', fill_mode='CONSTANT')
 
 
+def _affine_inverse(matrices):
+  """Closed-form inverse of [B, 3, 3] affine matrices. Unlike tf.linalg.inv it
+  lets a NaN through instead of failing the step, so the train loop's NaN
+  guard reports it."""
+  a, b, tx = matrices[:, 0, 0], matrices[:, 0, 1], matrices[:, 0, 2]
+  c, d, ty = matrices[:, 1, 0], matrices[:, 1, 1], matrices[:, 1, 2]
+  det = a * d - b * c
+  ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+  zeros, ones = tf.zeros_like(a), tf.ones_like(a)
+  return tf.stack([
+      tf.stack([ia, ib, -(ia * tx + ib * ty)], -1),
+      tf.stack([ic, id_, -(ic * tx + id_ * ty)], -1),
+      tf.stack([zeros, zeros, ones], -1)], axis=1)
+
+
 def _move_landmarks(landmarks, matrices, flips, input_size):
   """Crop landmarks to normalised view ones, re-indexed where mirrored."""
-  inverse = tf.linalg.inv(matrices)[:, None]
+  inverse = _affine_inverse(matrices)[:, None]
   landmarks = tf.cast(landmarks, tf.float32)
   points = (tf.linalg.matvec(inverse[..., :2, :2], landmarks)
             + inverse[..., :2, 2])
