@@ -7,22 +7,7 @@ import numpy as np
 import pytest
 
 import evaluate
-import export
-from test_export import make_faces
-from test_export import train_tiny
-
-SUBSETS = ('afw', 'helen/testset', 'lfpw/testset', 'ibug')
-
-
-@pytest.fixture(scope='module')
-def setup(tmp_path_factory):
-  root = str(tmp_path_factory.mktemp('evaluate'))
-  raw, shards = make_faces(root, num_images=12, subsets=SUBSETS, layout='both')
-  workdir = train_tiny(shards, os.path.join(root, 'work'), steps=4)
-  export_dir = os.path.join(root, 'exported')
-  export.export(workdir, export_dir, log=lambda *_: None)
-  return dict(root=root, raw=raw, shards=shards, workdir=workdir,
-              export_dir=export_dir)
+import faces
 
 
 def _quiet(*_):
@@ -41,10 +26,11 @@ def test_groups_follow_300w():
       'all', 'afw', 'helen/trainset']
 
 
-def test_workdir_on_shards(setup, tmp_path):
+def test_workdir_on_shards(tiny_export, tmp_path):
   out = str(tmp_path / 'eval')
-  report = evaluate.evaluate(setup['shards'], out, workdir=setup['workdir'],
-                             overlays=3, log=_quiet)
+  report = evaluate.evaluate(tiny_export['shards'], out,
+                             workdir=tiny_export['workdir'], overlays=3,
+                             log=_quiet)
   with open(os.path.join(out, 'report.json')) as f:
     assert json.load(f) == json.loads(json.dumps(report))
   assert report['split'] == 'val' and report['box'] == 'landmarks'
@@ -60,39 +46,43 @@ def test_workdir_on_shards(setup, tmp_path):
   assert len(os.listdir(os.path.join(out, 'overlays'))) == 3
 
 
-def test_export_on_raw_folder_both_layouts(setup, tmp_path):
-  with open(os.path.join(setup['raw'], 'labels.xml')) as f:
-    faces = f.read().count('<box ')
-  reports = {layout: evaluate.evaluate(
-      setup['raw'], str(tmp_path / layout), model=setup['export_dir'],
-      layout=layout, log=_quiet) for layout in ('xml', 'pts')}
+def test_export_on_raw_folder_both_layouts(tiny_export, tmp_path):
+  with open(os.path.join(tiny_export['raw'], 'labels.xml')) as f:
+    num_faces = f.read().count('<box ')
+  reports = {
+      layout: evaluate.evaluate(tiny_export['raw'], str(tmp_path / layout),
+                                model=tiny_export['export_dir'],
+                                layout=layout, log=_quiet)
+      for layout in ('xml', 'pts')}
   for report in reports.values():
     assert report['split'] == 'all'
-    assert report['groups']['all']['faces'] == faces
+    assert report['groups']['all']['faces'] == num_faces
     assert {'300w_common', '300w_challenging', '300w_full'} <= set(
         report['groups'])
     full = report['groups']['300w_full']['faces']
-    assert full == sum(report['groups'][s]['faces'] for s in SUBSETS[1:])
+    assert full == sum(report['groups'][s]['faces']
+                       for s in faces.TEST_SUBSETS[1:])
   # Both layouts hold the same points (XML rounds them to 1e-6 pixels).
   np.testing.assert_allclose(
       [f['nme'] for f in reports['xml']['faces']],
       [f['nme'] for f in reports['pts']['faces']], atol=1e-4)
 
 
-def test_workdir_and_export_agree(setup, tmp_path):
-  from_workdir = evaluate.evaluate(setup['shards'], str(tmp_path / 'a'),
-                                   workdir=setup['workdir'], log=_quiet)
-  from_export = evaluate.evaluate(setup['shards'], str(tmp_path / 'b'),
-                                  model=setup['export_dir'], log=_quiet)
+def test_workdir_and_export_agree(tiny_export, tmp_path):
+  from_workdir = evaluate.evaluate(tiny_export['shards'], str(tmp_path / 'a'),
+                                   workdir=tiny_export['workdir'], log=_quiet)
+  from_export = evaluate.evaluate(tiny_export['shards'], str(tmp_path / 'b'),
+                                  model=tiny_export['export_dir'], log=_quiet)
   np.testing.assert_allclose([f['nme'] for f in from_workdir['faces']],
                              [f['nme'] for f in from_export['faces']],
                              atol=1e-5)
 
 
-def test_options_change_the_numbers(setup, tmp_path):
+def test_options_change_the_numbers(tiny_export, tmp_path):
   def nme(**kwargs):
-    report = evaluate.evaluate(setup['raw'], str(tmp_path), layout='xml',
-                               model=setup['export_dir'], log=_quiet, **kwargs)
+    report = evaluate.evaluate(tiny_export['raw'], str(tmp_path),
+                               layout='xml', model=tiny_export['export_dir'],
+                               log=_quiet, **kwargs)
     return report['groups']['all']['nme']
 
   base = nme()
@@ -102,15 +92,16 @@ def test_options_change_the_numbers(setup, tmp_path):
   assert nme(refine=True) != base
 
 
-def test_bad_arguments(setup, tmp_path):
+def test_bad_arguments(tiny_export, tmp_path):
   with pytest.raises(ValueError, match='exactly one'):
-    evaluate.evaluate(setup['shards'], str(tmp_path), log=_quiet)
+    evaluate.evaluate(tiny_export['shards'], str(tmp_path), log=_quiet)
   with pytest.raises(ValueError, match='exactly one'):
-    evaluate.evaluate(setup['shards'], str(tmp_path), log=_quiet,
-                      workdir=setup['workdir'], model=setup['export_dir'])
+    evaluate.evaluate(tiny_export['shards'], str(tmp_path), log=_quiet,
+                      workdir=tiny_export['workdir'],
+                      model=tiny_export['export_dir'])
   with pytest.raises(ValueError, match='--normalization'):
-    evaluate.evaluate(setup['shards'], str(tmp_path), log=_quiet,
-                      model=setup['export_dir'], normalization='iod')
+    evaluate.evaluate(tiny_export['shards'], str(tmp_path), log=_quiet,
+                      model=tiny_export['export_dir'], normalization='iod')
   with pytest.raises(ValueError, match='--split'):
-    evaluate.evaluate(setup['raw'], str(tmp_path), log=_quiet,
-                      model=setup['export_dir'], split='test')
+    evaluate.evaluate(tiny_export['raw'], str(tmp_path), log=_quiet,
+                      model=tiny_export['export_dir'], split='test')

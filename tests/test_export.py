@@ -1,8 +1,4 @@
-"""export.py: the SavedModel's signatures, TF Lite files, atomic writes.
-
-Also holds the small trained workdir the other inference tests build on
-(`make_faces`, `train_tiny`).
-"""
+"""export.py: the SavedModel's signatures, TF Lite files, atomic writes."""
 
 import json
 import os
@@ -13,51 +9,18 @@ import pytest
 import tensorflow as tf
 
 import export
+import faces
 import train_loop
 from model import landmarker as landmarker_lib
 from pipeline import augment
 from pipeline import geometry
-from pipeline import prepare
 from pipeline import reader
-from pipeline import synthetic
-
-INPUT_SIZE = 64
-
-
-def make_faces(root, num_images=16, subsets=synthetic.SUBSETS, layout='pts'):
-  """Generated 300-W style folder and its prepared shards: (raw, shards)."""
-  raw, shards = os.path.join(root, 'raw'), os.path.join(root, 'shards')
-  synthetic.write_dataset(raw, num_images, layout=layout, seed=1,
-                          subsets=subsets)
-  prepare.prepare(raw, shards, num_shards=1, val_fraction=0.3, image_size=96,
-                  num_workers=1, progress=False)
-  return raw, shards
-
-
-def train_tiny(data_dir, workdir, steps=20):
-  """A workdir trained a few steps: outputs depend on the input, a little."""
-  cfg = train_loop.TrainConfig(
-      data_dir=data_dir, workdir=workdir, batch_size=8, train_steps=steps,
-      lr_boundaries=(1000,), lr_values=(2e-3, 1e-3), input_size=INPUT_SIZE,
-      alpha=0.35, head_width=32, bn_momentum=0.9, eval_every=steps,
-      checkpoint_every=steps, log_every=steps, eval_batch_size=16,
-      num_summary_images=1, max_rotation=10.0, min_scale=0.9)
-  train_loop.train(cfg)
-  return workdir
-
-
-def face_image(seed=0, width=160, height=128, faces=2):
-  """An RGB image of generated faces and their [K, 68, 2] landmarks."""
-  bgr, landmarks = synthetic.render_image(np.random.default_rng(seed), width,
-                                          height, faces)
-  return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.array(landmarks)
-
 
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
   root = str(tmp_path_factory.mktemp('export'))
-  _, shards = make_faces(root)
-  workdir = train_tiny(shards, os.path.join(root, 'work'))
+  _, shards = faces.make_faces(root)
+  workdir = faces.train_tiny(shards, os.path.join(root, 'work'))
   export_dir = os.path.join(root, 'exported')
   metadata = export.export(workdir, export_dir,
                            tflite=export.TFLITE_VARIANTS, data_dir=shards,
@@ -65,7 +28,7 @@ def setup(tmp_path_factory):
   model, _, _ = train_loop.restore_model(workdir)
   batch = next(iter(reader.make_dataset(shards, 'val', 8, training=False)))
   views, _ = augment.center_view(batch['image'], batch['landmarks'],
-                                 batch['box'], INPUT_SIZE, 1.25)
+                                 batch['box'], faces.INPUT_SIZE, 1.25)
   return dict(root=root, shards=shards, workdir=workdir, export_dir=export_dir,
               metadata=metadata, model=model, views=views.numpy(),
               loaded=tf.saved_model.load(export_dir))
@@ -74,7 +37,7 @@ def setup(tmp_path_factory):
 def test_metadata_records_view_and_source(setup):
   with open(os.path.join(setup['export_dir'], 'metadata.json')) as f:
     metadata = json.load(f)
-  assert metadata['input_size'] == INPUT_SIZE
+  assert metadata['input_size'] == faces.INPUT_SIZE
   assert metadata['view_scale'] == 1.25
   assert metadata['step'] == 20
   assert metadata['checkpoint'].endswith('ckpt-20')
@@ -97,28 +60,29 @@ def test_views_signature_matches_keras(setup):
 def test_crops_signature_returns_crop_pixels(setup):
   views = setup['views']
   crops = np.round(views * 255).astype(np.uint8)
-  expected = setup['model'](crops / 255.0, training=False).numpy() * INPUT_SIZE
+  expected = faces.INPUT_SIZE * setup['model'](crops / 255.0,
+                                              training=False).numpy()
   got = setup['loaded'].signatures['crops'](crops=tf.constant(crops))
   np.testing.assert_allclose(got['landmarks'].numpy(), expected, atol=1e-3)
   # A crop twice the size: the same face, coordinates twice as large.
-  large = np.stack([cv2.resize(c, (2 * INPUT_SIZE, 2 * INPUT_SIZE),
+  large = np.stack([cv2.resize(c, (2 * faces.INPUT_SIZE, 2 * faces.INPUT_SIZE),
                                interpolation=cv2.INTER_LINEAR) for c in crops])
   got = setup['loaded'].signatures['crops'](crops=tf.constant(large))
   np.testing.assert_allclose(got['landmarks'].numpy(), 2 * expected, atol=0.5)
 
 
 def test_in_graph_crop_samples_like_crop_views():
-  image, landmarks = face_image()
+  image, landmarks = faces.face_image()
   height, width = image.shape[:2]
   squares = np.array([geometry.square_around(geometry.landmark_box(p), 1.25)
                       for p in landmarks] +
                      [[-20.3, -10.6, 70.1, 79.8],        # off the top left
                       [width - 30.2, height - 41.5, width + 20.0,
                        height + 8.7]])
-  expected = landmarker_lib.crop_views(image, squares, INPUT_SIZE)
+  expected = landmarker_lib.crop_views(image, squares, faces.INPUT_SIZE)
   got = export.crop_views_in_graph(tf.constant(image),
                                    tf.constant(squares, tf.float32),
-                                   INPUT_SIZE).numpy() * 255
+                                   faces.INPUT_SIZE).numpy() * 255
   # OpenCV interpolates in fixed point (1/32 pixel) and rounds to uint8.
   np.testing.assert_allclose(got, expected, atol=2.5)
   assert np.mean(np.abs(got - expected)) < 0.5
@@ -129,7 +93,7 @@ def test_in_graph_crop_samples_like_crop_views():
 
 
 def test_image_signature_matches_landmarker(setup):
-  image, landmarks = face_image(seed=3)
+  image, landmarks = faces.face_image(seed=3)
   boxes = np.array([geometry.landmark_box(p) for p in landmarks], np.float32)
   signatures = setup['loaded'].signatures
   got = signatures['image'](image=tf.constant(image),

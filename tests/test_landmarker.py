@@ -8,22 +8,10 @@ import numpy as np
 import pytest
 
 import export
+import faces
 import train_loop
 from model import landmarker as landmarker_lib
 from pipeline import geometry
-from test_export import face_image
-from test_export import make_faces
-from test_export import train_tiny
-
-
-@pytest.fixture(scope='module')
-def exported(tmp_path_factory):
-  root = str(tmp_path_factory.mktemp('landmarker'))
-  _, shards = make_faces(root, num_images=8)
-  workdir = train_tiny(shards, os.path.join(root, 'work'), steps=4)
-  export_dir = os.path.join(root, 'exported')
-  export.export(workdir, export_dir, tflite=['float32'], log=lambda *_: None)
-  return dict(root=root, workdir=workdir, export_dir=export_dir)
 
 
 def test_crop_views_samples_at_view_pixel_centres():
@@ -85,14 +73,14 @@ def test_no_boxes_no_model_call():
   assert got.shape == (0, 68, 2)
 
 
-def test_saved_model_tflite_and_keras_agree(exported):
-  image, landmarks = face_image(seed=5)
+def test_saved_model_tflite_and_keras_agree(tiny_export):
+  image, landmarks = faces.face_image(seed=5)
   boxes = [geometry.landmark_box(p) for p in landmarks]
-  saved = landmarker_lib.Landmarker.load(exported['export_dir'])
+  saved = landmarker_lib.Landmarker.load(tiny_export['export_dir'])
   tflite = landmarker_lib.Landmarker.load(
-      os.path.join(exported['export_dir'], export.tflite_name('float32')),
+      os.path.join(tiny_export['export_dir'], export.tflite_name('float32')),
       num_threads=1)
-  model, cfg, _ = train_loop.restore_model(exported['workdir'])
+  model, cfg, _ = train_loop.restore_model(tiny_export['workdir'])
   keras = landmarker_lib.Landmarker.from_keras(model, cfg.input_size,
                                                cfg.view_scale)
   assert (saved.input_size, saved.view_scale) == (64, 1.25)
@@ -104,11 +92,11 @@ def test_saved_model_tflite_and_keras_agree(exported):
                              expected, atol=1e-3)
 
 
-def test_load_errors_say_what_is_missing(exported, tmp_path):
+def test_load_errors_say_what_is_missing(tiny_export, tmp_path):
   with pytest.raises(FileNotFoundError, match='export.py'):
     landmarker_lib.Landmarker.load(str(tmp_path / 'nothing'))
   lonely = str(tmp_path / 'model.tflite')
-  shutil.copy(os.path.join(exported['export_dir'],
+  shutil.copy(os.path.join(tiny_export['export_dir'],
                            export.tflite_name('float32')), lonely)
   with pytest.raises(FileNotFoundError, match='metadata.json'):
     landmarker_lib.Landmarker.load(lonely)

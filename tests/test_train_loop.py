@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import faces
 import train_loop
-from pipeline import prepare
 from pipeline import records
-from pipeline import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_AUGMENTATION = dict(max_rotation=0.0, min_scale=1.0, max_scale=1.0,
@@ -28,12 +27,10 @@ NO_AUGMENTATION = dict(max_rotation=0.0, min_scale=1.0, max_scale=1.0,
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   """Prepared shards of generated faces (small crops, a few hundred faces)."""
-  root = tmp_path_factory.mktemp('faces')
-  synthetic.write_dataset(str(root / 'raw'), num_images=240, layout='pts',
-                          seed=1)
-  prepare.prepare(str(root / 'raw'), str(root / 'shards'), num_shards=4,
-                  val_fraction=0.15, image_size=96, num_workers=2)
-  return str(root / 'shards')
+  _, shards = faces.make_faces(str(tmp_path_factory.mktemp('faces')),
+                               num_images=240, num_shards=4,
+                               val_fraction=0.15, num_workers=2)
+  return shards
 
 
 def small_config(data_dir, workdir, **overrides):

@@ -12,20 +12,14 @@ import pytest
 import export
 import webcam
 from pipeline import synthetic
-from test_export import make_faces
-from test_export import train_tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMES, WIDTH, HEIGHT = 10, 160, 120
 
 
 @pytest.fixture(scope='module')
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_export):
   root = str(tmp_path_factory.mktemp('webcam'))
-  _, shards = make_faces(root, num_images=8)
-  workdir = train_tiny(shards, os.path.join(root, 'work'), steps=4)
-  export_dir = os.path.join(root, 'exported')
-  export.export(workdir, export_dir, tflite=['float32'], log=_quiet)
   video = os.path.join(root, 'faces.avi')
   writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*'MJPG'), 10,
                            (WIDTH, HEIGHT))
@@ -36,7 +30,7 @@ def setup(tmp_path_factory):
   writer.release()
   photo = os.path.join(root, 'face.jpg')
   cv2.imwrite(photo, frame)
-  return dict(root=root, export_dir=export_dir, video=video, photo=photo)
+  return dict(export_dir=tiny_export['export_dir'], video=video, photo=photo)
 
 
 def _quiet(*_):
