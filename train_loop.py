@@ -235,8 +235,7 @@ class Trainer:
   def __init__(self, cfg):
     validate_config(cfg)
     self.cfg = cfg
-    if cfg.precision != 'float32':
-      keras.mixed_precision.set_global_policy(cfg.precision)
+    keras.mixed_precision.set_global_policy(cfg.precision)
     self.strategy = make_strategy(cfg.strategy)
     self.chief = is_chief(self.strategy)
     self.manifest = reader.read_manifest(cfg.data_dir)

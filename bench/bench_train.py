@@ -27,7 +27,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('data_dir', '../shared/data/300w-sample',
                     'A 300-W folder (either layout), prepared once here.')
 flags.DEFINE_string('shards', None, 'Already prepared shards (skips prepare).')
-flags.DEFINE_string('work_dir', None, 'Scratch folder (default: a temp dir).')
+flags.DEFINE_string('work_dir', None, 'Where the scratch folder goes (default: '
+                    'the system temp dir).')
 flags.DEFINE_integer('input_size', 112, 'Network input size.')
 flags.DEFINE_integer('image_size', 192, 'Stored crop size when preparing.')
 flags.DEFINE_integer('batch_size', 16, 'Batch size.')
@@ -35,6 +36,9 @@ flags.DEFINE_integer('warmup', 10, 'Untimed steps (tracing, caches).')
 flags.DEFINE_integer('steps', 60, 'Timed steps per variant.')
 flags.DEFINE_bool('xla', False, 'Also time --jit_compile (slow to compile on '
                   'CPU).')
+flags.DEFINE_list('precisions', ['mixed_bfloat16'], 'Also time these '
+                  '--precision values (bfloat16 uses AMX/AVX512-BF16 where the '
+                  'CPU has them).')
 flags.DEFINE_integer('memory_steps', 3000, 'Length of the compressed schedule.')
 flags.DEFINE_integer('memory_input_size', 64, 'Input size for the memory run.')
 
@@ -47,11 +51,12 @@ def resident_mib():
   return float('nan')
 
 
-def time_our_loop(shards, work, jit_compile=False):
+def time_our_loop(shards, work, jit_compile=False, precision='float32'):
   total = FLAGS.warmup + FLAGS.steps
   trainer = train_loop.Trainer(timing.bench_config(
-      shards, os.path.join(work, f'ours_xla{int(jit_compile)}'),
-      FLAGS.input_size, FLAGS.batch_size, total, jit_compile=jit_compile))
+      shards, os.path.join(work, f'ours_xla{int(jit_compile)}_{precision}'),
+      FLAGS.input_size, FLAGS.batch_size, total, jit_compile=jit_compile,
+      precision=precision))
   marks = {}
 
   def mark(step):
@@ -98,8 +103,10 @@ def memory_over_schedule(shards, work):
 
 def main(argv):
   del argv
-  work = FLAGS.work_dir or tempfile.mkdtemp(prefix='bench_train_')
-  os.makedirs(work, exist_ok=True)
+  if FLAGS.work_dir:
+    os.makedirs(FLAGS.work_dir, exist_ok=True)
+  # A fresh folder every run: a reused workdir would resume, not train.
+  work = tempfile.mkdtemp(prefix='bench_train_', dir=FLAGS.work_dir)
   shards = FLAGS.shards
   if not shards:
     shards = os.path.join(work, 'shards')
@@ -116,6 +123,9 @@ def main(argv):
   rows.append(('prototype model.fit + PyDataset (cv2 per image)', proto_fit))
   if FLAGS.xla:
     rows.append(('this loop, --jit_compile', time_our_loop(shards, work, True)))
+  for precision in FLAGS.precisions:
+    rows.append((f'this loop, --precision={precision}',
+                 time_our_loop(shards, work, precision=precision)))
   rows.append(('  part: compiled step alone, fixed batch', timing.train_step(
       shards, os.path.join(work, 'step'), FLAGS.input_size, FLAGS.batch_size,
       FLAGS.steps)))

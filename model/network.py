@@ -101,7 +101,7 @@ def build_landmark_net(input_size=224, alpha=1.0, head='conv', head_width=128,
   flat = (_conv_head if head == 'conv' else _dense_head)(features, head_width)
   # float32 output even under mixed precision: coordinates need the mantissa.
   flat = keras.layers.Activation('linear', dtype='float32', name='coords')(flat)
-  outputs = keras.layers.Reshape((geometry.NUM_LANDMARKS, 2),
+  outputs = keras.layers.Reshape((geometry.NUM_LANDMARKS, 2), dtype='float32',
                                  name='landmarks')(flat)
   model = keras.Model(inputs, outputs, name='landmark_net')
   set_bn_momentum(model, bn_momentum)
