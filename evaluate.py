@@ -35,6 +35,7 @@ from model import landmarker as landmarker_lib
 from model import metrics
 from pipeline import geometry
 from pipeline import reader
+from pipeline import records
 from pipeline import sources
 
 BOXES = ('landmarks', 'annotation')
@@ -111,7 +112,7 @@ def folder_samples(data_dir, split='all', layout='auto', box='landmarks',
 
 
 def is_prepared(data_dir):
-  return os.path.isfile(os.path.join(data_dir, reader.MANIFEST))
+  return os.path.isfile(os.path.join(data_dir, records.MANIFEST))
 
 
 def predict_samples(landmarker, samples, refine=False,

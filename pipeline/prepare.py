@@ -31,7 +31,6 @@ from pipeline import records
 from pipeline import sources
 
 SPLITS = ('train', 'val')
-MANIFEST = 'manifest.json'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +154,7 @@ def _map_images(groups, spec, num_workers):
 def _existing_output(output_dir):
   found = [p for split in SPLITS
            for p in glob.glob(records.shard_pattern(output_dir, split))]
-  manifest = os.path.join(output_dir, MANIFEST)
+  manifest = os.path.join(output_dir, records.MANIFEST)
   return sorted(found) + ([manifest] if os.path.exists(manifest) else [])
 
 
@@ -352,7 +351,7 @@ def prepare(data_dir, output_dir, *, num_shards=8, num_val_shards=0,
       os.rmdir(output_dir)
     raise
   manifest = _manifest(dataset, spec, names, written, skipped)
-  _write_json(os.path.join(output_dir, MANIFEST), manifest)
+  _write_json(os.path.join(output_dir, records.MANIFEST), manifest)
   print(summary(manifest, time.perf_counter() - start))
   return manifest
 
@@ -375,7 +374,8 @@ def summary(manifest, seconds, max_listed=20):
   for s in skipped[:max_listed]:
     lines.append(f'    {s["file"]} (face {s["face_index"]}): {s["reason"]}')
   if len(skipped) > max_listed:
-    lines.append(f'    ... and {len(skipped) - max_listed} more in {MANIFEST}')
+    lines.append(f'    ... and {len(skipped) - max_listed} more in '
+                 f'{records.MANIFEST}')
   return '\n'.join(lines)
 
 

@@ -11,16 +11,15 @@ import tensorflow as tf
 
 from pipeline import records
 
-MANIFEST = 'manifest.json'
 
 
 def read_manifest(data_dir):
   """The dataset's manifest.json, checked against this code's schema."""
-  path = os.path.join(data_dir, MANIFEST)
+  path = os.path.join(data_dir, records.MANIFEST)
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(
-        f'{data_dir}: no {MANIFEST}: not a prepared dataset or an interrupted '
-        '`python -m pipeline.prepare` run')
+        f'{data_dir}: no {records.MANIFEST}: not a prepared dataset or an '
+        'interrupted `python -m pipeline.prepare` run')
   with tf.io.gfile.GFile(path) as f:
     manifest = json.load(f)
   version = manifest.get('schema_version')

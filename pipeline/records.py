@@ -12,6 +12,8 @@ import tensorflow as tf
 from pipeline import geometry
 
 SCHEMA_VERSION = 1
+# Written last by prepare: a folder without it is not a complete dataset.
+MANIFEST = 'manifest.json'
 
 _FEATURES = {
     'image/encoded': tf.io.FixedLenFeature([], tf.string),

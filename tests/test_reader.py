@@ -33,7 +33,7 @@ def _write_dataset(root, shards=None, schema_version=records.SCHEMA_VERSION):
               split, face_index))
           face_index += 1
   manifest = {'schema_version': schema_version, 'image_size': SIZE}
-  (root / reader.MANIFEST).write_text(json.dumps(manifest))
+  (root / records.MANIFEST).write_text(json.dumps(manifest))
   return str(root)
 
 
