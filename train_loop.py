@@ -192,20 +192,23 @@ def read_config(workdir):
   return TrainConfig(**{k: v for k, v in saved.items() if k in known})
 
 
-def build_model(cfg, log=logging.info):
+def build_model(cfg, initialize=True, log=logging.info):
+  """The network `cfg` describes; `initialize=False` skips looking for backbone
+  weights (a checkpoint will overwrite them)."""
+  init_weights = None
+  if initialize:
+    init_weights = network.resolve_init_weights(
+        cfg.alpha, cfg.input_size, cfg.init_weights or None, log=log)
   return network.build_landmark_net(
       input_size=cfg.input_size, alpha=cfg.alpha, head=cfg.head,
       head_width=cfg.head_width, bn_momentum=cfg.bn_momentum,
-      init_weights=network.resolve_init_weights(
-          cfg.alpha, cfg.input_size, cfg.init_weights or None, log=log))
+      init_weights=init_weights)
 
 
 def restore_model(workdir, which='best'):
   """The Keras model of a workdir from its best (or latest) checkpoint."""
   cfg = read_config(workdir)
-  model = network.build_landmark_net(
-      input_size=cfg.input_size, alpha=cfg.alpha, head=cfg.head,
-      head_width=cfg.head_width)
+  model = build_model(cfg, initialize=False)
   directory = os.path.join(workdir, which)
   path = tf.train.latest_checkpoint(directory)
   if path is None and which == 'best':
