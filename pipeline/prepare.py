@@ -7,6 +7,8 @@ Each face becomes a square JPEG crop of `image_size` px around its face box,
 train time stay inside real pixels. Output is deterministic (same input, same
 bytes), and atomic: shards are written under temporary names and renamed when
 all are complete, and `manifest.json`, which readers require, is written last.
+One run at a time per output folder: a run starts by deleting the temporary
+files that earlier runs, killed before they could clean up, left there.
 """
 
 import contextlib
@@ -16,21 +18,21 @@ import glob
 import json
 import multiprocessing
 import os
-import sys
 import time
+from typing import Optional
 
-from absl import app
-from absl import flags
 import cv2
 import numpy as np
 import tensorflow as tf
 import tqdm
 
+from cli import config_flags
+from cli.config_flags import option
 from pipeline import geometry
 from pipeline import records
 from pipeline import sources
 
-SPLITS = ('train', 'val')
+SPLITS = sources.SPLITS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,15 +154,31 @@ def _map_images(groups, spec, num_workers):
 
 
 def _existing_output(output_dir):
-  found = [p for split in SPLITS
-           for p in glob.glob(records.shard_pattern(output_dir, split))]
+  found = [p for split in SPLITS for p in
+           glob.glob(records.shard_pattern(glob.escape(output_dir), split))]
   manifest = os.path.join(output_dir, records.MANIFEST)
   return sorted(found) + ([manifest] if os.path.exists(manifest) else [])
 
 
+def _nearest_existing(path):
+  """path, or its closest ancestor that exists (a link counts, even broken)."""
+  path = os.path.abspath(path)
+  while not os.path.lexists(path):
+    path = os.path.dirname(path)
+  return path
+
+
 def _check_output(output_dir, overwrite):
-  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-    raise FileExistsError(f'--output_dir {output_dir} is a file, not a folder')
+  """One clear error, before any work, unless output_dir can be written."""
+  # The folder and its missing parents are created in the nearest one there.
+  nearest = _nearest_existing(output_dir)
+  if not os.path.isdir(nearest):
+    raise FileExistsError(
+        f'--output_dir {output_dir}: {nearest} exists and is not a folder')
+  if not os.access(nearest, os.W_OK | os.X_OK):
+    raise sources.DataError(
+        f'--output_dir {output_dir}: cannot write in {nearest} (no write '
+        'permission or a read-only file system)')
   existing = _existing_output(output_dir) if os.path.isdir(output_dir) else []
   if existing and not overwrite:
     raise FileExistsError(
@@ -169,8 +187,28 @@ def _check_output(output_dir, overwrite):
         '--overwrite to replace them')
 
 
-def _temp_name(output_dir, name):
-  return os.path.join(output_dir, f'.{name}.tmp-{os.getpid()}')
+def _temp_name(output_dir, name, pid=None):
+  """Where `name` is written before its rename: hidden, per process."""
+  pid = os.getpid() if pid is None else pid
+  return os.path.join(output_dir, f'.{name}.tmp-{pid}')
+
+
+def _remove_temp_files(output_dir):
+  """Deletes shard and manifest temporary files of any process in output_dir.
+
+  Only killed runs leave them (others delete or rename theirs): with one run
+  at a time per folder, every one there is stale.
+  """
+  folder = glob.escape(output_dir)
+  finals = [records.shard_pattern(folder, s) for s in SPLITS]
+  finals.append(os.path.join(folder, records.MANIFEST))
+  temps = sorted(p for final in finals
+                 for p in glob.glob(_temp_name(*os.path.split(final), '*')))
+  for temp in temps:
+    os.remove(temp)
+  if temps:
+    print(f'Removed {len(temps)} temporary files left in {output_dir} by an '
+          'interrupted run')
 
 
 class _ShardWriters:
@@ -222,9 +260,11 @@ def _write_json(path, data):
 
 def shard_names(dataset, num_shards, num_val_shards):
   """Shard file names per split; at most one shard per face, none empty."""
-  # By default val shards are about as large as train shards.
-  val_shards = num_val_shards or max(
-      1, round(num_shards * len(dataset.val) / max(1, len(dataset.train))))
+  # By default val shards are about as large as train shards (num_shards of
+  # them when there is no train split, e.g. all_to='val').
+  val_shards = num_val_shards or (
+      max(1, round(num_shards * len(dataset.val) / len(dataset.train)))
+      if dataset.train else num_shards)
   counts = {'train': min(num_shards, len(dataset.train)),
             'val': min(val_shards, len(dataset.val))}
   return {s: [records.shard_name(s, i, counts[s]) for i in range(counts[s])]
@@ -310,29 +350,38 @@ def _check_args(num_shards, num_val_shards, val_fraction, image_size,
   ]
   for ok, message in checks:
     if not ok:
-      raise app.UsageError(message)
+      raise ValueError(message)
 
 
 def prepare(data_dir, output_dir, *, num_shards=8, num_val_shards=0,
-            val_fraction=0.1, layout='auto', image_size=320, crop_context=2.0,
-            jpeg_quality=95, strict=False, overwrite=False, num_workers=None,
-            progress=True):
+            val_fraction=0.1, all_to=None, layout='auto', image_size=320,
+            crop_context=2.0, jpeg_quality=95, strict=False, overwrite=False,
+            num_workers=None, progress=True):
   """Converts a 300-W folder into TFRecord shards; returns the manifest.
+
+  The split (sources.load): dlib's labels_ibug_300W_train.xml and _test.xml
+  when both are there; else each image goes to val with probability
+  `val_fraction`, by a stable hash of its path. `all_to` ('train' or 'val')
+  puts every face in that one split instead, e.g. dlib's test XML alone to
+  evaluate on all of it. The summary printed at the end says which was done.
 
   Bad faces are skipped and listed (strict: the first one raises
   sources.DataError and nothing is written). An output folder that already
   holds shards or a manifest raises FileExistsError unless `overwrite`; then
-  the old files are replaced only once the new shards are complete.
+  the old files are replaced only once the new shards are complete. An output
+  folder that cannot be created or written raises FileExistsError (a file is
+  in the way) or sources.DataError before any work.
   """
   _check_args(num_shards, num_val_shards, val_fraction, image_size,
               crop_context, jpeg_quality)
+  _check_output(output_dir, overwrite)
   start = time.perf_counter()
-  dataset = sources.load(data_dir, layout, val_fraction)
+  dataset = sources.load(data_dir, layout, val_fraction, all_to)
   if strict and dataset.skipped:
     raise sources.DataError(dataset.skipped[0].message)
-  _check_output(output_dir, overwrite)
   created = not os.path.isdir(output_dir)
   os.makedirs(output_dir, exist_ok=True)
+  _remove_temp_files(output_dir)
 
   names = shard_names(dataset, num_shards, num_val_shards)
   spec = CropSpec(image_size, crop_context, jpeg_quality)
@@ -356,17 +405,44 @@ def prepare(data_dir, output_dir, *, num_shards=8, num_val_shards=0,
   return manifest
 
 
-def summary(manifest, seconds, max_listed=20):
+def _split_text(split):
+  """How the manifest's train/val split was made."""
+  if split['method'] == 'dlib_xml':
+    return f'{split["train"]} is train, {split["val"]} is val'
+  if split['method'] == 'all_to':
+    return f'every face in {split["all_to"]} (--all_to={split["all_to"]})'
+  fraction = split['val_fraction']
+  text = (f'by a hash of each image path, about {100 * fraction:g}% of images '
+          f'to val (--val_fraction={fraction})')
+  if split.get('annotations') == sources.DLIB_TEST_XML:
+    # dlib's test set alone is usually meant to be evaluated on as a whole.
+    text += f'; pass --all_to=val to put all of {sources.DLIB_TEST_XML} in val'
+  return text
+
+
+def _subsets_text(subsets, max_listed):
+  """Faces per subset, largest first; one folder per person makes hundreds."""
+  largest = [f'{name} {count}' for name, count in
+             sorted(subsets.items(), key=lambda item: (-item[1], item[0]))]
+  if len(largest) <= max_listed:
+    return ', '.join(largest)
+  return (f'{len(largest)} subsets, largest {", ".join(largest[:max_listed])}, '
+          f'... {len(largest) - max_listed} more in {records.MANIFEST}')
+
+
+def summary(manifest, seconds, max_listed=20, max_subsets=5):
   """Human-readable account of a manifest: faces per split, what was skipped."""
   counts = manifest['counts']
   faces = counts['faces_written']
   shards = sum(len(s['shards']) for s in manifest['splits'].values())
   lines = [f'{faces} faces written to {shards} shards in {seconds:.1f} s '
-           f'({faces / max(seconds, 1e-6):.0f} faces/s)']
+           f'({faces / max(seconds, 1e-6):.0f} faces/s)',
+           f'  split: {_split_text(manifest["split"])}']
   for split, info in manifest['splits'].items():
-    subsets = ', '.join(f'{k} {v}' for k, v in info['subsets'].items())
-    lines.append(f'  {split}: {info["faces"]} faces, {info["images"]} images '
-                 f'({subsets})')
+    line = f'  {split}: {info["faces"]} faces, {info["images"]} images'
+    if info['subsets']:
+      line += f' ({_subsets_text(info["subsets"], max_subsets)})'
+    lines.append(line)
   if counts['boxes_ignored']:
     lines.append(f'  {counts["boxes_ignored"]} boxes marked ignore=1 left out')
   skipped = manifest['skipped']
@@ -381,46 +457,40 @@ def summary(manifest, seconds, max_listed=20):
 
 # Command line.
 
-FLAGS = flags.FLAGS
 
-
-# Flags are defined only when run as a program, so that importing this module
-# next to others with the same flag names does not clash.
-def define_flags():
-  flags.DEFINE_string('data_dir', None, '300-W folder (dlib XML or .pts).')
-  flags.DEFINE_string('output_dir', None, 'Folder for the shards and manifest.')
-  flags.DEFINE_integer('num_shards', 8, 'Train shards.')
-  flags.DEFINE_integer('num_val_shards', 0,
-                       'Val shards; 0: about as large as the train shards.')
-  flags.DEFINE_float('val_fraction', 0.1,
-                     'Share of images for val (unless dlib train/test XMLs).')
-  flags.DEFINE_enum('layout', 'auto', sources.LAYOUTS, 'Annotation layout.')
-  flags.DEFINE_integer('image_size', 320, 'Stored crop side in pixels.')
-  flags.DEFINE_float('crop_context', 2.0,
-                     'Stored crop side / face box side: room for 45 degree '
-                     'rotation and 0.7 scale augmentation.')
-  flags.DEFINE_integer('jpeg_quality', 95, 'JPEG quality of the stored crops.')
-  flags.DEFINE_bool('strict', False,
-                    'A bad face is an error and nothing is written.')
-  flags.DEFINE_bool('overwrite', False, 'Replace shards already in output_dir.')
-  flags.DEFINE_integer('num_workers', None, 'Processes; default: all cores.')
-  flags.mark_flags_as_required(['data_dir', 'output_dir'])
+@dataclasses.dataclass
+class PrepareConfig:
+  """`python -m pipeline.prepare`'s flags: prepare's arguments."""
+  data_dir: str = option(help='300-W folder (dlib XML or .pts).')
+  output_dir: str = option(help='Folder for the shards and manifest.')
+  num_shards: int = option(8, 'Train shards.')
+  num_val_shards: int = option(0, 'Val shards; 0: about as large as the '
+                               'train shards.')
+  val_fraction: float = option(0.1, 'Share of images for val, by a hash of '
+                               'the image path (unless dlib train/test XMLs '
+                               'or --all_to).')
+  all_to: Optional[str] = option(None, 'Put every face into this split (e.g. '
+                                 'val for a test set to evaluate on).',
+                                 SPLITS)
+  layout: str = option('auto', 'Annotation layout.', sources.LAYOUTS)
+  image_size: int = option(320, 'Stored crop side in pixels.')
+  crop_context: float = option(2.0, 'Stored crop side / face box side: room '
+                               'for 45 degree rotation and 0.7 scale '
+                               'augmentation.')
+  jpeg_quality: int = option(95, 'JPEG quality of the stored crops.')
+  strict: bool = option(False, 'A bad face is an error and nothing is '
+                        'written.')
+  overwrite: bool = option(False, 'Replace shards already in output_dir.')
+  num_workers: Optional[int] = option(None, 'Processes; default: all cores.')
 
 
 def main(argv):
   del argv
-  try:
-    prepare(FLAGS.data_dir, FLAGS.output_dir, num_shards=FLAGS.num_shards,
-            num_val_shards=FLAGS.num_val_shards,
-            val_fraction=FLAGS.val_fraction, layout=FLAGS.layout,
-            image_size=FLAGS.image_size,
-            crop_context=FLAGS.crop_context, jpeg_quality=FLAGS.jpeg_quality,
-            strict=FLAGS.strict, overwrite=FLAGS.overwrite,
-            num_workers=FLAGS.num_workers)
-  except (sources.DataError, FileExistsError) as e:
-    sys.exit(f'prepare: {e}')
+  cfg = config_flags.config_from_flags(PrepareConfig)
+  prepare(**dataclasses.asdict(cfg))
 
 
 if __name__ == '__main__':
-  define_flags()
-  app.run(main)
+  config_flags.define_flags(PrepareConfig,
+                            required=('data_dir', 'output_dir'))
+  config_flags.run(main, 'prepare')

@@ -2,15 +2,25 @@
 
 The pipeline only reads, decodes and batches: augmentation runs batched inside
 the compiled train step (augment.py), where it can use the accelerator.
+
+A dataset is exactly the shards its manifest names: a stray file that looks
+like a shard is not read, and a missing one is an error. A corrupt shard shows
+up as a tf.errors.DataLossError that names no file; `naming_corrupt_shards`
+turns it into a CorruptShard error that does.
 """
 
+import contextlib
 import json
 import os
 
 import tensorflow as tf
 
 from pipeline import records
+from pipeline import sources
 
+
+class CorruptShard(sources.DataError):
+  """A shard file that cannot be read to its end: named, with the remedy."""
 
 
 def read_manifest(data_dir):
@@ -21,26 +31,103 @@ def read_manifest(data_dir):
         f'{data_dir}: no {records.MANIFEST}: not a prepared dataset or an '
         'interrupted `python -m pipeline.prepare` run')
   with tf.io.gfile.GFile(path) as f:
-    manifest = json.load(f)
+    try:
+      manifest = json.load(f)
+    except json.JSONDecodeError as e:
+      raise sources.DataError(f'{path}: not valid JSON ({e})') from e
   version = manifest.get('schema_version')
   if version != records.SCHEMA_VERSION:
-    raise ValueError(
+    raise sources.DataError(
         f'{path}: schema_version {version!r}, but this code reads version '
         f'{records.SCHEMA_VERSION}: prepare the dataset again with '
         '`python -m pipeline.prepare`')
   if not isinstance(manifest.get('image_size'), int):
-    raise ValueError(f'{path}: no integer image_size')
+    raise sources.DataError(f'{path}: no integer image_size')
+  splits = manifest.get('splits')
+  if not isinstance(splits, dict) or not all(
+      isinstance(s.get('faces'), int) and isinstance(s.get('shards'), list)
+      for s in splits.values()):
+    raise sources.DataError(f'{path}: no splits with faces and shards lists')
   return manifest
 
 
-def shard_files(data_dir, split):
-  """The split's shard files, sorted; an error if there are none."""
-  pattern = records.shard_pattern(data_dir, split)
-  files = sorted(tf.io.gfile.glob(pattern))
-  if not files:
-    raise FileNotFoundError(f'no shards for split {split!r}: nothing matches '
-                            f'{pattern}')
+def split_size(manifest, split):
+  """Faces the manifest lists in `split`; 0 for a split it does not have."""
+  return manifest['splits'].get(split, {}).get('faces', 0)
+
+
+def has_split(data_dir, split):
+  """Whether `data_dir` has faces in `split` (no val after --val_fraction=0)."""
+  return split_size(read_manifest(data_dir), split) > 0
+
+
+def _rebuild_hint(data_dir, manifest):
+  source = manifest.get('data_dir', 'RAW_300W_FOLDER')
+  return (f'rebuild it with `python -m pipeline.prepare --data_dir={source} '
+          f'--output_dir={data_dir} --overwrite`')
+
+
+def _named_shards(data_dir, manifest, split):
+  return [os.path.join(data_dir, name)
+          for name in manifest['splits'].get(split, {}).get('shards', [])]
+
+
+def shard_files(data_dir, split, manifest=None):
+  """The shard files the manifest names for `split`, checked to be there.
+
+  Raises sources.DataError if the split has no faces, FileNotFoundError if a
+  named shard is missing.
+  """
+  if manifest is None:
+    manifest = read_manifest(data_dir)
+  files = _named_shards(data_dir, manifest, split)
+  if not split_size(manifest, split) or not files:
+    with_faces = [s for s in manifest['splits'] if split_size(manifest, s)]
+    raise sources.DataError(
+        f'no faces in split {split!r} of {data_dir}: only {with_faces} have '
+        'faces (prepare --val_fraction=0 makes no val split; --all_to=S only '
+        'split S)')
+  missing = [f for f in files if not tf.io.gfile.exists(f)]
+  if missing:
+    raise FileNotFoundError(
+        f'{len(missing)} of the {len(files)} {split} shards that '
+        f'{records.MANIFEST} names are missing: {", ".join(missing)}; '
+        f'{_rebuild_hint(data_dir, manifest)}')
   return files
+
+
+def find_corrupt_shards(data_dir, *splits):
+  """The splits' shard files that cannot be read to their end, in order."""
+  manifest = read_manifest(data_dir)
+  corrupt = []
+  for path in (f for s in splits for f in _named_shards(data_dir, manifest, s)):
+    try:
+      # Reading checks every record's length and data checksums.
+      tf.data.TFRecordDataset(path).reduce(0, lambda n, _: n + 1)
+    except tf.errors.DataLossError:
+      corrupt.append(path)
+  return corrupt
+
+
+@contextlib.contextmanager
+def naming_corrupt_shards(data_dir, *splits):
+  """Turns a DataLossError inside into CorruptShard naming the bad shards.
+
+    with reader.naming_corrupt_shards(data_dir, 'train', 'val'):
+      ...  # iterate make_dataset(data_dir, 'train' or 'val', ...)
+
+  The named splits' shards are checked only when such an error comes; if
+  they all read, it was something else (e.g. a checkpoint) and passes as is.
+  """
+  try:
+    yield
+  except tf.errors.DataLossError as e:
+    corrupt = find_corrupt_shards(data_dir, *splits)
+    if not corrupt:
+      raise
+    raise CorruptShard(
+        f'{", ".join(corrupt)}: corrupt (cannot be read to its end); '
+        f'{_rebuild_hint(data_dir, read_manifest(data_dir))}') from e
 
 
 def make_dataset(data_dir, split, batch_size, *, training, seed=None,
@@ -70,12 +157,19 @@ def make_dataset(data_dir, split, batch_size, *, training, seed=None,
       fewer files than pipelines) and batches per replica.
 
   Returns:
-    A tf.data.Dataset of dict batches.
+    A tf.data.Dataset of dict batches. Iterate it inside
+    `naming_corrupt_shards(data_dir, split)` to have a corrupt shard named.
+
+  Raises:
+    sources.DataError: the manifest is unusable or has no faces in `split`
+      (see `has_split`).
+    FileNotFoundError: no manifest, or a shard it names is missing.
   """
   if training and deterministic and seed is None:
     raise ValueError('deterministic=True needs a seed')
-  image_size = read_manifest(data_dir)['image_size']
-  files = shard_files(data_dir, split)
+  manifest = read_manifest(data_dir)
+  image_size = manifest['image_size']
+  files = shard_files(data_dir, split, manifest)
   read = tf.data.TFRecordDataset
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(batch_size)

@@ -21,8 +21,12 @@ LAYOUTS = ('auto', 'xml', 'pts')
 DLIB_TRAIN_XML = 'labels_ibug_300W_train.xml'
 DLIB_TEST_XML = 'labels_ibug_300W_test.xml'
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
-# A landmark may sit beyond the image border by at most this share of the face
-# box side (300-W has a few chins just outside the photo; more is a bad label).
+SPLITS = ('train', 'val')
+# A landmark or face box corner may sit beyond the image border by at most this
+# share of the image's shorter side: 300-W has a few chins just outside the
+# photo; more is a bad label. Judged against the image, not the face box, which
+# outliers enlarge themselves; it also bounds the crop prepare allocates to
+# (crop_context * (long side + short side))^2 pixels.
 MAX_OUTSIDE = 0.5
 
 
@@ -98,12 +102,13 @@ def landmark_problem(landmarks, box=None):
 
 def check_in_image(face, height, width):
   """Why the face does not fit an image of this size, or None."""
-  side = max(face.box[2] - face.box[0], face.box[3] - face.box[1])
-  lm = face.landmarks
-  outside = np.max(np.concatenate([-lm, lm - [width, height]]))
-  if outside > MAX_OUTSIDE * side:
-    return (f'landmarks up to {outside:.0f} px outside the {width}x{height} '
-            f'image (face box side {side:.0f} px)')
+  limit = MAX_OUTSIDE * min(height, width)
+  for what, points in (('landmarks', face.landmarks),
+                       ('face box', face.box.reshape(2, 2))):
+    outside = np.max(np.concatenate([-points, points - [width, height]]))
+    if outside > limit:
+      return (f'{what} up to {outside:.0f} px outside the {width}x{height} '
+              f'image (at most {limit:.0f} px allowed)')
   return None
 
 
@@ -140,16 +145,58 @@ def _attr(element, name):
   return value
 
 
+def _number(element, name):
+  value = _attr(element, name)
+  try:
+    return float(value)
+  except ValueError:
+    raise ValueError(
+        f'<{element.tag}> {name}={value!r} is not a number') from None
+
+
 def _xml_box(box_el):
   """dlib box (first pixel column/row and size) to corner coordinates."""
-  left, top, width, height = (float(_attr(box_el, a))
+  left, top, width, height = (_number(box_el, a)
                               for a in ('left', 'top', 'width', 'height'))
   return np.array([left, top, left + width, top + height])
 
 
+def _spans(numbers):
+  """Sorted integers as '00-35, 48-67'."""
+  spans = []
+  for n in numbers:
+    if spans and spans[-1][1] == n - 1:
+      spans[-1][1] = n
+    else:
+      spans.append([n, n])
+  return ', '.join(f'{a:02d}' if a == b else f'{a:02d}-{b:02d}'
+                   for a, b in spans)
+
+
 def _xml_parts(box_el):
-  parts = sorted(box_el.findall('part'), key=lambda p: int(_attr(p, 'name')))
-  xy = [[float(_attr(p, 'x')), float(_attr(p, 'y'))] for p in parts]
+  """Landmarks by part name; ValueError unless the names are 00..67, once each.
+
+  The name is the landmark's slot: a point under a wrong or repeated name would
+  train the net on a point in the wrong place.
+  """
+  count = geometry.NUM_LANDMARKS
+  by_name = {}
+  for part in box_el.findall('part'):
+    name = _attr(part, 'name')
+    try:
+      index = int(name)
+    except ValueError:
+      raise ValueError(f'non-integer part name {name!r}') from None
+    if not 0 <= index < count:
+      raise ValueError(f'part name {name!r} outside 00..{count - 1}')
+    if index in by_name:
+      raise ValueError(f'duplicate part name {name!r}')
+    by_name[index] = [_number(part, 'x'), _number(part, 'y')]
+  missing = sorted(set(range(count)) - set(by_name))
+  if missing:
+    raise ValueError(f'{len(by_name)} points, expected {count} (missing part '
+                     f'names {_spans(missing)})')
+  xy = [by_name[k] for k in range(count)]
   return geometry.from_dlib_xml(xy).reshape(-1, 2)
 
 
@@ -164,23 +211,42 @@ def _parse_xml_root(xml_path):
   return images
 
 
+def _xml_image_path(image_el, base, data_dir):
+  """An <image>'s absolute path and its path relative to data_dir.
+
+  Raises ValueError without file= or for a file outside data_dir, whose
+  relative path would make a subset such as '../..'.
+  """
+  file = _attr(image_el, 'file')
+  image_path = os.path.normpath(os.path.join(base, file))
+  rel = _posix_rel(image_path, data_dir)
+  if rel == '..' or rel.startswith('../'):
+    raise ValueError(f'image path {file!r} is outside the data folder '
+                     f'{os.path.abspath(data_dir)}')
+  return image_path, rel
+
+
 def read_xml(xml_path, data_dir):
   """Faces of a dlib imglab XML file -> (faces, skipped, ignored box count)."""
   xml_name = os.path.basename(xml_path)
   base = os.path.dirname(os.path.abspath(xml_path))
   faces, skipped, ignored = [], [], 0
   for image_el in _parse_xml_root(xml_path).findall('image'):
-    image_path = os.path.normpath(os.path.join(base, image_el.get('file', '')))
-    rel = _posix_rel(image_path, data_dir)
-    subset = subset_of(rel, data_dir)
     boxes = image_el.findall('box')
     ignored += sum(b.get('ignore') == '1' for b in boxes)
     kept = [b for b in boxes if b.get('ignore') != '1']
+    try:
+      image_path, rel = _xml_image_path(image_el, base, data_dir)
+    except ValueError as e:
+      skipped += [Skipped(image_el.get('file', ''), index, f'{xml_name}: {e}')
+                  for index in range(len(kept))]
+      continue
+    subset = subset_of(rel, data_dir)
     for index, box_el in enumerate(kept):
       try:
         landmarks, box = _xml_parts(box_el), _xml_box(box_el)
       except ValueError as e:
-        skipped.append(Skipped(rel, index, f'{xml_name}: bad box or part: {e}'))
+        skipped.append(Skipped(rel, index, f'{xml_name}: {e}'))
         continue
       problem = landmark_problem(landmarks, box)
       if problem:
@@ -230,8 +296,18 @@ def _image_beside(pts_path, images):
 
 
 def _pts_files(data_dir):
-  """(pts path, its folder's images for `_image_beside`), in sorted order."""
-  for folder, dirs, names in os.walk(data_dir):
+  """(pts path, its folder's images for `_image_beside`), in sorted order.
+
+  Folder links are followed (300-W kept on another disk and linked in), each
+  real folder once, so link loops end and no face is read twice.
+  """
+  visited = set()
+  for folder, dirs, names in os.walk(data_dir, followlinks=True):
+    real = os.path.realpath(folder)
+    if real in visited:
+      dirs[:] = []
+      continue
+    visited.add(real)
     dirs.sort()
     images = {}
     for name in names:
@@ -263,7 +339,8 @@ def read_pts_tree(data_dir):
     for index, pts_path in enumerate(sorted(pts_paths, key=_natural_key)):
       rel_pts = _posix_rel(pts_path, data_dir)
       try:
-        with open(pts_path, encoding='utf-8') as f:
+        # utf-8-sig: Windows tools often start the file with a BOM.
+        with open(pts_path, encoding='utf-8-sig') as f:
           landmarks = geometry.from_pts(parse_pts(f.read()))
       except (OSError, UnicodeDecodeError, ValueError) as e:
         skipped.append(Skipped(rel_pts, index, str(e)))
@@ -351,14 +428,31 @@ def _read_pts(data_dir, val_fraction):
   return *_split_by_hash(faces, val_fraction), skipped, 0, split
 
 
+def _all_to(train, val, split, all_to):
+  """Every face in split `all_to`, and the manifest's record of the split."""
+  faces = {s: [] for s in SPLITS} | {all_to: train + val}
+  record = {'method': 'all_to', 'all_to': all_to}
+  if 'annotations' in split:
+    record['annotations'] = split['annotations']
+  return faces['train'], faces['val'], record
+
+
 def _sorted_faces(faces):
   return sorted(faces, key=lambda f: (f.rel_path, f.face_index))
 
 
-def load(data_dir, layout='auto', val_fraction=0.1):
-  """Reads and splits a 300-W folder; DataError if it has no annotations."""
+def load(data_dir, layout='auto', val_fraction=0.1, all_to=None):
+  """Reads and splits a 300-W folder; DataError if it has no annotations.
+
+  The split: dlib's train and test XML files when both are there, else each
+  image goes to val with probability `val_fraction` by a stable hash of its
+  path (`is_val`). `all_to` ('train' or 'val') instead puts every face in that
+  split, e.g. dlib's test XML alone, to evaluate on all of it.
+  """
   if layout not in LAYOUTS:
     raise DataError(f'--layout={layout}: expected one of {", ".join(LAYOUTS)}')
+  if all_to not in (None, *SPLITS):
+    raise DataError(f'--all_to={all_to}: expected {" or ".join(SPLITS)}')
   _check_data_dir(data_dir)
   if layout == 'auto':
     layout = detect_layout(data_dir)
@@ -369,6 +463,8 @@ def load(data_dir, layout='auto', val_fraction=0.1):
   else:
     parts = _read_pts(data_dir, val_fraction)
   train, val, skipped, ignored, split = parts
+  if all_to:
+    train, val, split = _all_to(train, val, split, all_to)
   if not train and not val and not skipped:
     raise DataError(f'no {layout} annotations found in {data_dir}')
   return Dataset(os.path.abspath(data_dir), layout, split,

@@ -9,14 +9,15 @@ dlib XML or both) so that the real reading code runs on them:
   python -m pipeline.synthetic --output_dir=/tmp/synth --num_images=200
 """
 
+import dataclasses
 import os
 import xml.etree.ElementTree as ET
 
-from absl import app
-from absl import flags
 import cv2
 import numpy as np
 
+from cli import config_flags
+from cli.config_flags import option
 from pipeline import geometry
 
 SUBSETS = ('afw', 'helen/trainset', 'lfpw/trainset', 'ibug')
@@ -266,32 +267,27 @@ def write_dataset(output_dir, num_images, layout='pts', seed=0, width=320,
   return written
 
 
-FLAGS = flags.FLAGS
-
-
-# Flags are defined only when run as a program, so that importing this module
-# next to others with the same flag names does not clash.
-def define_flags():
-  flags.DEFINE_string('output_dir', None, 'Folder to write the dataset into.')
-  flags.DEFINE_integer('num_images', 100, 'Images to draw.')
-  flags.DEFINE_enum('layout', 'pts', ['pts', 'xml', 'both'],
-                    'Annotation files to write.')
-  flags.DEFINE_integer('seed', 0, 'Random seed; same seed, same files.')
-  flags.DEFINE_integer('width', 320, 'Image width in pixels.')
-  flags.DEFINE_integer('height', 256, 'Image height in pixels.')
-  flags.DEFINE_integer('max_faces_per_image', 2, 'Faces per image: 1 to this.')
-  flags.mark_flag_as_required('output_dir')
+@dataclasses.dataclass
+class SyntheticConfig:
+  """`python -m pipeline.synthetic`'s flags: write_dataset's arguments."""
+  output_dir: str = option(help='Folder to write the dataset into.')
+  num_images: int = option(100, 'Images to draw.')
+  layout: str = option('pts', 'Annotation files to write.',
+                       ('pts', 'xml', 'both'))
+  seed: int = option(0, 'Random seed; same seed, same files.')
+  width: int = option(320, 'Image width in pixels.')
+  height: int = option(256, 'Image height in pixels.')
+  max_faces_per_image: int = option(2, 'Faces per image: 1 to this.')
 
 
 def main(argv):
   del argv
-  written = write_dataset(FLAGS.output_dir, FLAGS.num_images, FLAGS.layout,
-                          FLAGS.seed, FLAGS.width, FLAGS.height,
-                          FLAGS.max_faces_per_image)
+  cfg = config_flags.config_from_flags(SyntheticConfig)
+  written = write_dataset(**dataclasses.asdict(cfg))
   print(f'{len(written)} images, {sum(len(f) for _, f in written)} faces '
-        f'written to {FLAGS.output_dir}')
+        f'written to {cfg.output_dir}')
 
 
 if __name__ == '__main__':
-  define_flags()
-  app.run(main)
+  config_flags.define_flags(SyntheticConfig, required=('output_dir',))
+  config_flags.run(main, 'synthetic')

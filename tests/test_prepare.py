@@ -331,3 +331,107 @@ def test_command_line_reports_errors_without_traceback(faces_dir, tmp_path):
   assert result.returncode == 1
   assert 'prepare: --output_dir' in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+def test_absurd_landmark_or_box_is_skipped_not_a_huge_crop(faces_dir, tmp_path):
+  data_dir, truth = faces_dir
+  rels = sorted({rel for rel, _ in truth})
+  landmarks = truth[rels[0], 0].copy()
+  landmarks[8] = [50, 1e6]  # a chin a million pixels down
+  (data_dir / rels[0].replace('.jpg', '_1.pts')).write_text(
+      synthetic.pts_text(landmarks))
+  manifest = _prepare(data_dir, tmp_path / 'pts', layout='pts')
+  [skipped] = manifest['skipped']
+  assert skipped['file'] == rels[0]
+  assert 'landmarks up to 999920 px outside the 96x80 image' in (
+      skipped['reason'])
+  xml = (data_dir / 'labels.xml').read_text(encoding='ISO-8859-1')
+  at = xml.index(f'"{rels[0]}"')
+  xml = xml[:at] + re.sub(r'(<box [^>]*)width="\d+"', r'\1width="1000000"',
+                          xml[at:], count=1)
+  (data_dir / 'labels.xml').write_text(xml, encoding='ISO-8859-1')
+  manifest = _prepare(data_dir, tmp_path / 'xml', layout='xml')
+  [skipped] = manifest['skipped']
+  assert 'face box up to' in skipped['reason']
+
+
+def test_output_under_a_file_is_one_clear_error(faces_dir, tmp_path):
+  data_dir, _ = faces_dir
+  (tmp_path / 'file').write_text('')
+  with pytest.raises(FileExistsError,
+                     match='--output_dir .*file/out: .*file exists and is '
+                           'not a folder'):
+    _prepare(data_dir, tmp_path / 'file' / 'out')
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root can write anywhere')
+def test_read_only_output_is_one_clear_error(faces_dir, tmp_path):
+  data_dir, _ = faces_dir
+  (tmp_path / 'ro').mkdir()
+  os.chmod(tmp_path / 'ro', 0o500)
+  with pytest.raises(sources.DataError,
+                     match='--output_dir .*ro/out: cannot write in .*ro'):
+    _prepare(data_dir, tmp_path / 'ro' / 'out')
+
+
+def test_temporary_files_of_killed_runs_are_removed(faces_dir, tmp_path):
+  data_dir, _ = faces_dir
+  out = tmp_path / 'out'
+  out.mkdir()
+  stale = ['.train-00000-of-00002.tfrecord.tmp-4000000',
+           '.val-00000-of-00001.tfrecord.tmp-12', '.manifest.json.tmp-77']
+  for name in stale + ['.notes.tmp-1', 'notes.txt']:
+    (out / name).write_text('')
+  manifest = _prepare(data_dir, out, layout='pts')
+  shards = manifest['splits']['train']['shards'] + manifest['splits']['val'][
+      'shards']
+  assert sorted(os.listdir(out)) == sorted(
+      shards + ['manifest.json', '.notes.tmp-1', 'notes.txt'])
+
+
+def _manifest_with_subsets(subsets):
+  split = {'faces': sum(subsets.values()), 'images': sum(subsets.values()),
+           'subsets': subsets, 'shards': ['train-00000-of-00001.tfrecord']}
+  return {'counts': {'faces_written': split['faces'], 'boxes_ignored': 0},
+          'split': {'method': 'hash', 'val_fraction': 0.1},
+          'splits': {'train': split, 'val': split | {'subsets': {}}},
+          'skipped': []}
+
+
+def test_summary_lists_only_the_largest_subsets():
+  subsets = {f'person{i:03d}': i % 7 + 1 for i in range(347)}
+  text = prepare.summary(_manifest_with_subsets(subsets), 1.0)
+  [line] = [x for x in text.splitlines() if x.startswith('  train:')]
+  assert len(line) < 200
+  assert ('347 subsets, largest person006 7, person013 7, person020 7, '
+          'person027 7, person034 7, ... 342 more in manifest.json') in line
+
+
+@pytest.mark.parametrize('split, says', [
+    ({'method': 'hash', 'val_fraction': 0.1},
+     'by a hash of each image path, about 10% of images to val '
+     '(--val_fraction=0.1)'),
+    ({'method': 'hash', 'val_fraction': 0.2,
+      'annotations': sources.DLIB_TEST_XML},
+     f'--all_to=val to put all of {sources.DLIB_TEST_XML} in val'),
+    ({'method': 'dlib_xml', 'train': sources.DLIB_TRAIN_XML,
+      'val': sources.DLIB_TEST_XML},
+     f'{sources.DLIB_TRAIN_XML} is train, {sources.DLIB_TEST_XML} is val'),
+    ({'method': 'all_to', 'all_to': 'val'}, 'every face in val (--all_to=val)'),
+])
+def test_summary_says_how_the_split_was_made(split, says):
+  manifest = _manifest_with_subsets({'ibug': 3}) | {'split': split}
+  lines = prepare.summary(manifest, 1.0).splitlines()
+  assert lines[1].startswith('  split: ') and says in lines[1]
+
+
+def test_dlib_test_xml_alone_can_go_all_to_val(faces_dir, tmp_path):
+  data_dir, truth = faces_dir
+  os.rename(data_dir / 'labels.xml', data_dir / sources.DLIB_TEST_XML)
+  manifest = _prepare(data_dir, tmp_path / 'out', all_to='val')
+  assert manifest['split'] == {'method': 'all_to', 'all_to': 'val',
+                               'annotations': sources.DLIB_TEST_XML}
+  assert manifest['splits']['train']['shards'] == []
+  # As many val shards as train shards would have been, not one per face.
+  assert len(manifest['splits']['val']['shards']) == 2
+  assert len(_read(tmp_path / 'out', 'val')) == len(truth)

@@ -1,6 +1,9 @@
 """tf.data batches from generated shards: shapes, order, determinism, errors."""
 
 import json
+import os
+import re
+import shutil
 
 import cv2
 import numpy as np
@@ -10,6 +13,7 @@ import tensorflow as tf
 from pipeline import geometry
 from pipeline import reader
 from pipeline import records
+from pipeline import sources
 
 SIZE = 32
 # Faces per shard file, by split.
@@ -20,9 +24,13 @@ def _write_dataset(root, shards=None, schema_version=records.SCHEMA_VERSION):
   """Shards of random faces (face_index counts up in file order), a manifest."""
   rng = np.random.default_rng(0)
   face_index = 0
+  splits = {}
   for split, counts in (shards or SHARDS).items():
-    for shard, count in enumerate(counts):
-      path = root / records.shard_name(split, shard, len(counts))
+    names = [records.shard_name(split, i, len(counts))
+             for i in range(len(counts))]
+    splits[split] = {'faces': sum(counts), 'shards': names}
+    for name, count in zip(names, counts):
+      path = root / name
       with tf.io.TFRecordWriter(str(path)) as writer:
         for _ in range(count):
           image = rng.integers(0, 256, [SIZE, SIZE, 3], np.uint8)
@@ -32,7 +40,8 @@ def _write_dataset(root, shards=None, schema_version=records.SCHEMA_VERSION):
               geometry.landmark_box(landmarks), [10, 20, 60, 70], 'generated',
               split, face_index))
           face_index += 1
-  manifest = {'schema_version': schema_version, 'image_size': SIZE}
+  manifest = {'schema_version': schema_version, 'image_size': SIZE,
+              'data_dir': '/data/300w', 'splits': splits}
   (root / records.MANIFEST).write_text(json.dumps(manifest))
   return str(root)
 
@@ -118,9 +127,79 @@ def test_wrong_schema_version_is_a_clear_error(tmp_path):
 
 
 def test_split_without_shards_is_a_clear_error(tmp_path):
-  data_dir = _write_dataset(tmp_path, shards={'train': (1,)})
-  with pytest.raises(FileNotFoundError, match='test-\\*-of-\\*.tfrecord'):
-    reader.make_dataset(data_dir, 'test', 4, training=False)
+  # prepare --val_fraction=0 writes a val split of no faces and no shards.
+  data_dir = _write_dataset(tmp_path, shards={'train': (1,), 'val': ()})
+  assert reader.has_split(data_dir, 'train')
+  assert not reader.has_split(data_dir, 'val')
+  assert not reader.has_split(data_dir, 'test')
+  manifest = reader.read_manifest(data_dir)
+  assert [reader.split_size(manifest, s) for s in ('train', 'val')] == [1, 0]
+  for split in ('val', 'test'):
+    with pytest.raises(sources.DataError,
+                       match=f"no faces in split '{split}' of "
+                             f'{re.escape(data_dir)}'):
+      reader.make_dataset(data_dir, split, 4, training=False)
+
+
+def test_reads_exactly_the_shards_the_manifest_names(tmp_path):
+  data_dir = _write_dataset(tmp_path)
+  # A stray file matching the shard pattern is not part of the dataset.
+  shutil.copy(tmp_path / records.shard_name('val', 0, 2),
+              tmp_path / records.shard_name('train', 7, 9))
+  dataset = reader.make_dataset(data_dir, 'train', 8, training=False)
+  assert sum(_face_indices(dataset), []) == list(range(15))
+  missing = records.shard_name('train', 1, 3)
+  os.remove(tmp_path / missing)
+  with pytest.raises(FileNotFoundError,
+                     match=f'are missing: .*{missing}; rebuild .*'
+                           f'--output_dir={re.escape(data_dir)} --overwrite'):
+    reader.make_dataset(data_dir, 'train', 4, training=False)
+
+
+@pytest.mark.parametrize('manifest, problem', [
+    ('{"schema_version": 1, "image_s', 'not valid JSON'),
+    (json.dumps({'schema_version': 1, 'image_size': SIZE}), 'no splits'),
+    (json.dumps({'schema_version': 1, 'image_size': SIZE,
+                 'splits': {'train': {'faces': 2}}}), 'no splits'),
+])
+def test_broken_manifest_is_a_clear_error(tmp_path, manifest, problem):
+  (tmp_path / records.MANIFEST).write_text(manifest)
+  with pytest.raises(sources.DataError, match=f'manifest.json: {problem}'):
+    reader.read_manifest(str(tmp_path))
+
+
+def _corrupt(path, how):
+  data = bytearray(path.read_bytes())
+  if how == 'flipped byte':
+    data[len(data) // 2] ^= 0xFF
+  else:
+    del data[-40:]
+  path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize('how', ['flipped byte', 'truncated'])
+@pytest.mark.parametrize('split, training', [('train', True), ('val', False)])
+def test_corrupt_shard_is_named(tmp_path, how, split, training):
+  data_dir = _write_dataset(tmp_path)
+  bad = tmp_path / records.shard_name(split, 1, len(SHARDS[split]))
+  _corrupt(bad, how)
+  assert reader.find_corrupt_shards(data_dir, split) == [str(bad)]
+  with pytest.raises(reader.CorruptShard,
+                     match=f'{re.escape(str(bad))}: corrupt.*--overwrite'
+                     ) as raised:
+    with reader.naming_corrupt_shards(data_dir, 'train', 'val'):
+      for _ in reader.make_dataset(data_dir, split, 4, training=training,
+                                   seed=0).take(20):
+        pass
+  assert isinstance(raised.value.__cause__, tf.errors.DataLossError)
+  assert isinstance(raised.value, sources.DataError)
+
+
+def test_other_data_loss_passes_through(tmp_path):
+  data_dir = _write_dataset(tmp_path)  # every shard intact
+  with pytest.raises(tf.errors.DataLossError, match='checkpoint'):
+    with reader.naming_corrupt_shards(data_dir, 'train'):
+      raise tf.errors.DataLossError(None, None, 'corrupt checkpoint')
 
 
 def test_deterministic_training_needs_a_seed(tmp_path):

@@ -163,9 +163,10 @@ def test_xml_ignored_eyes_only_and_bad_boxes(tmp_path):
   assert [(f.rel_path, f.face_index) for f in data.train + data.val] == [
       ('afw/a.jpg', 0)]
   reasons = {s.face_index: s.reason for s in data.skipped}
-  assert reasons[1] == 'labels.xml: 12 points, expected 68'
+  assert reasons[1] == ('labels.xml: 12 points, expected 68 (missing part '
+                        'names 12-67)')
   assert 'zero-size' in reasons[2]
-  assert 'bad box' in reasons[3]
+  assert reasons[3] == 'labels.xml: <box> without left='
   assert all(s.file == 'afw/a.jpg' for s in data.skipped)
 
 
@@ -176,7 +177,8 @@ def test_dlib_eyes_only_file_yields_only_skipped_faces(tmp_path):
   data = sources.load(tmp_path)
   assert not data.train and not data.val
   assert [s.reason for s in data.skipped] == [
-      'labels_ibug_300W_test_eyes.xml: 12 points, expected 68'] * 3
+      'labels_ibug_300W_test_eyes.xml: 12 points, expected 68 (missing part '
+      'names 12-67)'] * 3
 
 
 @pytest.mark.parametrize('text', ['<dataset><images><image>', '<notdlib/>'])
@@ -270,3 +272,86 @@ def test_landmarks_far_outside_the_image():
   assert sources.check_in_image(face, 48, 64) is None
   assert sources.check_in_image(face, 48, 30) is None  # 10 px out: a chin
   assert 'outside the 20x48 image' in sources.check_in_image(face, 48, 20)
+
+
+def test_landmarks_or_box_far_outside_are_judged_against_the_image():
+  # Outliers enlarge their own face box: the limit is a share of the image.
+  points = _face_points()
+  points[0] = [5000, 10]
+  face = sources.Face('/a.jpg', 'a.jpg', 'x', 0, points,
+                      geometry.landmark_box(points))
+  assert 'landmarks up to 4936 px outside the 64x48 image' in (
+      sources.check_in_image(face, 48, 64))
+  box = np.array([10.0, 8.0, 1e6, 29.0])  # a dlib box can be absurd alone
+  face = sources.Face('/a.jpg', 'a.jpg', 'x', 0, _face_points(), box)
+  assert 'face box up to 999936 px outside' in sources.check_in_image(
+      face, 48, 64)
+
+
+@pytest.mark.parametrize('old, new, reason', [
+    ("name='05'", "name='04'", "duplicate part name '04'"),
+    ("name='05'", "name='five'", "non-integer part name 'five'"),
+    ("name='67'", "name='68'", "part name '68' outside 00..67"),
+    ("x='", "x='left", "<part> x='left"),
+])
+def test_xml_part_names_are_00_to_67_each_once(tmp_path, old, new, reason):
+  points = geometry.to_dlib_xml(_face_points())
+  text = _xml([('a.jpg', [(_BOX, points)]), ('b.jpg', [(_BOX, points)])])
+  b_at = text.index("file='b.jpg'")
+  _write(str(tmp_path / 'labels.xml'),
+         text[:b_at] + text[b_at:].replace(old, new, 1))
+  data = sources.load(tmp_path, val_fraction=0)
+  assert [f.rel_path for f in data.train] == ['a.jpg']
+  [skipped] = data.skipped
+  assert skipped.file == 'b.jpg' and reason in skipped.reason
+  assert skipped.reason.startswith('labels.xml: ')
+
+
+def test_pts_with_a_utf8_bom_is_read(tmp_path):
+  _write_image(tmp_path / 'helen' / 'a.jpg')
+  (tmp_path / 'helen' / 'a.pts').write_text(
+      synthetic.pts_text(_face_points()), encoding='utf-8-sig')
+  data = sources.load(tmp_path, 'pts', val_fraction=0)
+  assert not data.skipped
+  np.testing.assert_allclose(data.train[0].landmarks, _face_points(),
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize('file', ['../x.jpg', 'afw/../../x.jpg', '/tmp/x.jpg'])
+def test_xml_image_outside_the_data_folder_is_skipped(tmp_path, file):
+  points = geometry.to_dlib_xml(_face_points())
+  _write(str(tmp_path / 'data' / 'labels.xml'), _xml(
+      [('afw/a.jpg', [(_BOX, points)]), (file, [(_BOX, points)])]))
+  data = sources.load(tmp_path / 'data', val_fraction=0)
+  assert [f.rel_path for f in data.train] == ['afw/a.jpg']
+  [skipped] = data.skipped
+  assert skipped.file == file
+  assert f"image path '{file}' is outside the data folder" in skipped.reason
+
+
+def test_linked_folders_are_read_once_even_in_a_loop(tmp_path):
+  # 300-W on another disk, linked into the data folder.
+  elsewhere = tmp_path / 'disk2' / 'lfpw'
+  _write_image(elsewhere / 'a.jpg')
+  _write(str(elsewhere / 'a.pts'), synthetic.pts_text(_face_points()))
+  os.symlink(tmp_path / 'disk2', elsewhere / 'loop')  # a link to a parent
+  (tmp_path / 'data').mkdir()
+  os.symlink(tmp_path / 'disk2', tmp_path / 'data' / 'linked')
+  data = sources.load(tmp_path / 'data', 'pts', val_fraction=0)
+  assert [f.rel_path for f in data.train] == ['linked/lfpw/a.jpg']
+
+
+@pytest.mark.parametrize('all_to', ['train', 'val'])
+def test_all_to_puts_every_face_in_one_split(tmp_path, all_to):
+  points = geometry.to_dlib_xml(_face_points())
+  _write(str(tmp_path / sources.DLIB_TEST_XML),
+         _xml([(f'ibug/{i}.jpg', [(_BOX, points)]) for i in range(6)]))
+  hashed = sources.load(tmp_path, val_fraction=0.5)
+  assert hashed.train and hashed.val  # without all_to: split by hash
+  data = sources.load(tmp_path, val_fraction=0.5, all_to=all_to)
+  assert len(getattr(data, all_to)) == 6
+  assert not getattr(data, {'train': 'val', 'val': 'train'}[all_to])
+  assert data.split == {'method': 'all_to', 'all_to': all_to,
+                        'annotations': sources.DLIB_TEST_XML}
+  with pytest.raises(sources.DataError, match='--all_to=test: expected'):
+    sources.load(tmp_path, all_to='test')
