@@ -1,7 +1,7 @@
 """Batched, in-graph augmentation: the model's square view of each stored crop.
 
 The model sees a square *view* of the stored crop, centred on the face box, of
-side `view_scale * max(box w, h)` (geometry.square_around), resampled to
+side `view_scale * max(box w, h)` (views.view_squares_tf), resampled to
 `input_size` pixels. Its targets are the landmarks in that view divided by
 `input_size`: [0, 1] inside the view, corner coordinates (see geometry.py).
 
@@ -18,6 +18,7 @@ import math
 import tensorflow as tf
 
 from pipeline import geometry
+from pipeline import views
 
 # Occluding rectangles are up to this fraction of the view side, each way.
 MAX_OCCLUSION_SIDE = 0.4
@@ -53,7 +54,7 @@ def view_to_crop(boxes, input_size, view_scale, angles, scales, shifts, flips):
   """Affine maps [B, 3, 3] from view corner coordinates to stored-crop ones.
 
   With identity parameters (angle 0, scale 1, shift 0, no flip) the view is
-  geometry.square_around(box, view_scale) resized to `input_size`. Otherwise the
+  views.view_squares(box, view_scale) resized to `input_size`. Otherwise the
   view is mirrored about its vertical centre line, rotated by `angles`, zoomed
   out by 1 / `scales` and the face moved by `shifts` (a fraction of the view).
 
@@ -66,9 +67,9 @@ def view_to_crop(boxes, input_size, view_scale, angles, scales, shifts, flips):
     shifts: float [B, 2] face displacements (x, y), fractions of the view side.
     flips: bool [B] mirror or not.
   """
-  boxes = tf.cast(boxes, tf.float32)
-  centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-  sides = view_scale * tf.reduce_max(boxes[:, 2:] - boxes[:, :2], axis=1)
+  squares = views.view_squares_tf(tf.cast(boxes, tf.float32), view_scale)
+  centres = (squares[:, :2] + squares[:, 2:]) / 2
+  sides = squares[:, 2] - squares[:, 0]
   zoom = sides / (scales * input_size)  # Crop pixels per view pixel.
   cos, sin = tf.cos(angles) * zoom, tf.sin(angles) * zoom
   mirror = tf.where(flips, -1.0, 1.0)
