@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-import webcam
+from live import webcam_lib
 from pipeline import geometry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -13,9 +13,10 @@ PHOTO = os.path.join(REPO, 'assets', 'eileen_collins_nasa.jpg')
 
 
 def test_shipped_model_finds_a_plausible_face_on_the_bundled_photo(tmp_path):
-  summary = webcam.run(PHOTO, output=str(tmp_path / 'out.jpg'),
-                       json_path=str(tmp_path / 'out.json'), headless=True,
-                       log=lambda *_: None)
+  summary = webcam_lib.run(
+      webcam_lib.WebcamConfig(source=PHOTO, output=str(tmp_path / 'out.jpg'),
+                              json=str(tmp_path / 'out.json'), headless=True),
+      log=lambda *_: None)
   assert os.path.getsize(tmp_path / 'out.jpg') > 0
   frames = json.load(open(tmp_path / 'out.json'))['frames']
   assert len(frames) == 1 and len(frames[0]['faces']) == 1, summary
