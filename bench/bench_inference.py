@@ -37,11 +37,13 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-import evaluate
-import webcam
+from evaluation import samples as samples_lib
+from live import detectors
+from live.errors import WebcamError
 from model import landmarker as landmarker_lib
 from model import metrics
 from pipeline import geometry
+from pipeline import views
 
 DLIB_MODEL = 'shape_predictor_68_face_landmarks.dat'
 DLIB_MODEL_PATHS = ('/usr/share/dlib/' + DLIB_MODEL,)  # Debian libdlib-data
@@ -125,7 +127,7 @@ def dlib_model(model_path):
 def load_faces(data_dir, max_faces):
   """[(RGB image, tight box [4], landmarks [68, 2])], evenly over the folder."""
   faces = [(s.image, box, points)
-           for s in evaluate.folder_samples(data_dir, log=lambda *_: None)
+           for s in samples_lib.folder_samples(data_dir, log=lambda *_: None)
            for box, points in zip(s.boxes, s.landmarks)]
   if max_faces and len(faces) > max_faces:
     faces = [faces[i] for i in np.linspace(0, len(faces) - 1, max_faces,
@@ -169,7 +171,7 @@ def synthetic_video(face_image, landmarks, num_frames):
   """BGR 640x480 frames of one real face drifting across a grey background."""
   width, height = VIDEO_SIZE
   square = geometry.square_around(geometry.landmark_box(landmarks), 1.8)
-  (patch,) = landmarker_lib.crop_views(face_image, [square], 300)
+  (patch,) = views.crop_views(face_image, [square], 300)
   patch = cv2.cvtColor(patch, cv2.COLOR_RGB2BGR)
   frames = []
   for i in range(num_frames):
@@ -250,8 +252,8 @@ def bench(model, data_dir, max_faces=400, threads=(1, 2), video_frames=60,
         'images (AFW, HELEN and LFPW trainsets) its NME is optimistic.')
 
   try:
-    haar = webcam.haar_detector()
-  except webcam.WebcamError as e:
+    haar = detectors.haar_detector()
+  except WebcamError as e:
     haar = None
     log(f'\nEnd-to-end skipped for ours: {e}')
   image, _, points = faces[0]

@@ -18,10 +18,11 @@ import time
 from absl import app
 from absl import flags
 
-import train_loop
 from bench import prototype
 from bench import timing
 from pipeline import prepare
+from training import loop
+from training import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('data_dir', '../shared/data/300w-sample',
@@ -53,7 +54,7 @@ def resident_mib():
 
 def time_our_loop(shards, work, jit_compile=False, precision='float32'):
   total = FLAGS.warmup + FLAGS.steps
-  trainer = train_loop.Trainer(timing.bench_config(
+  trainer = loop.Trainer(timing.bench_config(
       shards, os.path.join(work, f'ours_xla{int(jit_compile)}_{precision}'),
       FLAGS.input_size, FLAGS.batch_size, total, jit_compile=jit_compile,
       precision=precision))
@@ -68,7 +69,7 @@ def time_our_loop(shards, work, jit_compile=False, precision='float32'):
 
 
 def time_prototype_fit(faces):
-  model = prototype.compile_like_prototype(train_loop.build_model(
+  model = prototype.compile_like_prototype(workdir_lib.build_model(
       timing.bench_config('', '', FLAGS.input_size, FLAGS.batch_size, 1),
       log=lambda _: None))
   sequence = prototype.PrototypeSequence(faces, FLAGS.batch_size,
@@ -83,7 +84,7 @@ def time_prototype_fit(faces):
 def memory_over_schedule(shards, work):
   steps = FLAGS.memory_steps
   boundaries = (round(steps * 50 / 120), round(steps * 90 / 120))
-  trainer = train_loop.Trainer(timing.bench_config(
+  trainer = loop.Trainer(timing.bench_config(
       shards, os.path.join(work, 'memory'), FLAGS.memory_input_size,
       FLAGS.batch_size, steps, lr_boundaries=boundaries,
       eval_every=boundaries[0], checkpoint_every=boundaries[0]))

@@ -5,10 +5,11 @@ import time
 
 import tensorflow as tf
 
-import train_loop
 from bench import prototype
 from pipeline import augment
 from pipeline import reader
+from training import config
+from training import loop
 
 
 def bench_config(shards, workdir, input_size, batch_size, steps, **overrides):
@@ -17,7 +18,7 @@ def bench_config(shards, workdir, input_size, batch_size, steps, **overrides):
                 train_steps=steps, input_size=input_size, eval_every=10**9,
                 checkpoint_every=10**9, log_every=10**9, seed=0)
   values.update(overrides)
-  return train_loop.TrainConfig(**values)
+  return config.TrainConfig(**values)
 
 
 def our_input(shards, input_size, batch_size, batches, warmup=5):
@@ -40,7 +41,7 @@ def our_input(shards, input_size, batch_size, batches, warmup=5):
 def prototype_input(faces, input_size, batch_size, batches):
   """The prototype's per-image cv2 augmentation from the in-memory pickle."""
   sequence = prototype.PrototypeSequence(faces, batch_size, input_size,
-                                         train_loop.TrainConfig('', '').view_scale)
+                                         config.TrainConfig('', '').view_scale)
   start = time.perf_counter()
   for i in range(batches):
     sequence[i % len(sequence)]  # pylint: disable=pointless-statement
@@ -49,7 +50,7 @@ def prototype_input(faces, input_size, batch_size, batches):
 
 def train_step(shards, workdir, input_size, batch_size, steps, warmup=5):
   """The compiled train step on one fixed batch: what training consumes."""
-  trainer = train_loop.Trainer(bench_config(shards, workdir, input_size,
+  trainer = loop.Trainer(bench_config(shards, workdir, input_size,
                                             batch_size, 1))
   batch = next(iter(trainer._train_dataset()))  # pylint: disable=protected-access
   fixed = iter(tf.data.Dataset.from_tensors(batch).repeat())

@@ -6,8 +6,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # (TensorFlow reads the log level when it is first imported.)
 import pytest
 
-import export
 import faces
+from exporting import export_lib
 
 
 @pytest.fixture(scope='session')
@@ -23,5 +23,7 @@ def tiny_export(tmp_path_factory):
                                  subsets=faces.TEST_SUBSETS, layout='both')
   workdir = faces.train_tiny(shards, os.path.join(root, 'work'), steps=4)
   export_dir = os.path.join(root, 'exported')
-  export.export(workdir, export_dir, tflite=['float32'], log=lambda *_: None)
+  export_lib.export(export_lib.ExportConfig(workdir, export_dir,
+                                          tflite=('float32',)),
+                    log=lambda *_: None)
   return dict(raw=raw, shards=shards, workdir=workdir, export_dir=export_dir)

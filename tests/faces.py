@@ -9,9 +9,10 @@ import os
 import cv2
 import numpy as np
 
-import train_loop
 from pipeline import prepare
 from pipeline import synthetic
+from training import config
+from training import loop
 
 INPUT_SIZE = 64
 TEST_SUBSETS = ('afw', 'helen/testset', 'lfpw/testset', 'ibug')
@@ -38,11 +39,11 @@ def make_faces(root, num_images=16, subsets=synthetic.SUBSETS, layout='pts',
 
 def train_tiny(data_dir, workdir, steps=20):
   """A workdir trained a few steps: outputs depend on the input, a little."""
-  cfg = train_loop.TrainConfig(
+  cfg = config.TrainConfig(
       data_dir=data_dir, workdir=workdir, batch_size=8, train_steps=steps,
       lr_boundaries=(1000,), lr_values=(2e-3, 1e-3), input_size=INPUT_SIZE,
       alpha=0.35, head_width=32, bn_momentum=0.9, eval_every=steps,
       checkpoint_every=steps, log_every=steps, eval_batch_size=16,
       num_summary_images=1, max_rotation=10.0, min_scale=0.9)
-  train_loop.train(cfg)
+  loop.train(cfg, log=lambda *_: None)
   return workdir

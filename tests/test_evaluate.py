@@ -1,34 +1,44 @@
-"""evaluate.py on shards and raw folders, from a workdir and from an export."""
+"""evaluation/ on shards and raw folders, from a workdir and from an export."""
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-import evaluate
 import faces
+from evaluation import evaluate_lib
+from evaluation import report as report_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _quiet(*_):
   pass
 
 
+def run(data_dir, output_dir, log=_quiet, **kwargs):
+  return evaluate_lib.evaluate(evaluate_lib.EvalConfig(
+      data_dir=data_dir, output_dir=output_dir, **kwargs), log=log)
+
+
 def test_groups_follow_300w():
-  masks = evaluate.groups(['afw', 'ibug', 'helen/testset', 'lfpw/testset',
+  masks = report_lib.groups(['afw', 'ibug', 'helen/testset', 'lfpw/testset',
                            'ibug'])
   assert list(masks) == ['all', 'afw', 'helen/testset', 'ibug',
                          'lfpw/testset', '300w_common', '300w_challenging',
                          '300w_full']
   assert masks['300w_common'].tolist() == [False, False, True, True, False]
   assert masks['300w_full'].sum() == 4
-  assert list(evaluate.groups(['afw', 'helen/trainset'])) == [
+  assert list(report_lib.groups(['afw', 'helen/trainset'])) == [
       'all', 'afw', 'helen/trainset']
 
 
 def test_workdir_on_shards(tiny_export, tmp_path):
   out = str(tmp_path / 'eval')
-  report = evaluate.evaluate(tiny_export['shards'], out,
+  report = run(tiny_export['shards'], out,
                              workdir=tiny_export['workdir'], overlays=3,
                              log=_quiet)
   with open(os.path.join(out, 'report.json')) as f:
@@ -50,7 +60,7 @@ def test_export_on_raw_folder_both_layouts(tiny_export, tmp_path):
   with open(os.path.join(tiny_export['raw'], 'labels.xml')) as f:
     num_faces = f.read().count('<box ')
   reports = {
-      layout: evaluate.evaluate(tiny_export['raw'], str(tmp_path / layout),
+      layout: run(tiny_export['raw'], str(tmp_path / layout),
                                 model=tiny_export['export_dir'],
                                 layout=layout, log=_quiet)
       for layout in ('xml', 'pts')}
@@ -69,9 +79,9 @@ def test_export_on_raw_folder_both_layouts(tiny_export, tmp_path):
 
 
 def test_workdir_and_export_agree(tiny_export, tmp_path):
-  from_workdir = evaluate.evaluate(tiny_export['shards'], str(tmp_path / 'a'),
+  from_workdir = run(tiny_export['shards'], str(tmp_path / 'a'),
                                    workdir=tiny_export['workdir'], log=_quiet)
-  from_export = evaluate.evaluate(tiny_export['shards'], str(tmp_path / 'b'),
+  from_export = run(tiny_export['shards'], str(tmp_path / 'b'),
                                   model=tiny_export['export_dir'], log=_quiet)
   np.testing.assert_allclose([f['nme'] for f in from_workdir['faces']],
                              [f['nme'] for f in from_export['faces']],
@@ -80,7 +90,7 @@ def test_workdir_and_export_agree(tiny_export, tmp_path):
 
 def test_options_change_the_numbers(tiny_export, tmp_path):
   def nme(**kwargs):
-    report = evaluate.evaluate(tiny_export['raw'], str(tmp_path),
+    report = run(tiny_export['raw'], str(tmp_path),
                                layout='xml', model=tiny_export['export_dir'],
                                log=_quiet, **kwargs)
     return report['groups']['all']['nme']
@@ -94,14 +104,49 @@ def test_options_change_the_numbers(tiny_export, tmp_path):
 
 def test_bad_arguments(tiny_export, tmp_path):
   with pytest.raises(ValueError, match='exactly one'):
-    evaluate.evaluate(tiny_export['shards'], str(tmp_path), log=_quiet)
+    run(tiny_export['shards'], str(tmp_path), log=_quiet)
   with pytest.raises(ValueError, match='exactly one'):
-    evaluate.evaluate(tiny_export['shards'], str(tmp_path), log=_quiet,
+    run(tiny_export['shards'], str(tmp_path), log=_quiet,
                       workdir=tiny_export['workdir'],
                       model=tiny_export['export_dir'])
   with pytest.raises(ValueError, match='--normalization'):
-    evaluate.evaluate(tiny_export['shards'], str(tmp_path), log=_quiet,
+    run(tiny_export['shards'], str(tmp_path), log=_quiet,
                       model=tiny_export['export_dir'], normalization='iod')
   with pytest.raises(ValueError, match='--split'):
-    evaluate.evaluate(tiny_export['raw'], str(tmp_path), log=_quiet,
+    run(tiny_export['raw'], str(tmp_path), log=_quiet,
                       model=tiny_export['export_dir'], split='test')
+
+
+def test_latest_checkpoint_of_a_workdir(tiny_export):
+  report = run(tiny_export['shards'], None, workdir=tiny_export['workdir'],
+               checkpoint='latest')
+  assert report['model'].endswith(os.path.join('checkpoints', 'ckpt-4'))
+
+
+def test_output_dir_that_is_a_file_fails_before_the_work(tiny_export,
+                                                         tmp_path):
+  target = tmp_path / 'report'
+  target.write_text('not a folder')
+  with pytest.raises(ValueError, match='--output_dir .* is a file'):
+    run(tiny_export['shards'], str(target), model=str(tmp_path / 'absent'))
+
+
+def test_without_output_dir_the_table_is_printed(tiny_export, tmp_path):
+  lines = []
+  report = run(tiny_export['shards'], None, model=tiny_export['export_dir'],
+               log=lines.append)
+  assert report['groups']['all']['faces'] > 0
+  assert lines and lines[0].startswith('group')
+
+
+def test_script_errors_are_one_line(tiny_export, tmp_path):
+  empty = tmp_path / 'workdir'
+  empty.mkdir()
+  (empty / 'config.json').write_text('')
+  proc = subprocess.run(
+      [sys.executable, 'evaluate.py', f'--workdir={empty}',
+       f'--data_dir={tiny_export["shards"]}'], cwd=REPO, capture_output=True,
+      text=True)
+  assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      f'evaluate: {empty / "config.json"} is not valid JSON')

@@ -3,6 +3,7 @@ multi-worker."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,8 +16,12 @@ import pytest
 import tensorflow as tf
 
 import faces
-import train_loop
+from pipeline import reader
 from pipeline import records
+from training import config
+from training import loop
+from training import step as step_lib
+from training import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_AUGMENTATION = dict(max_rotation=0.0, min_scale=1.0, max_scale=1.0,
@@ -41,7 +46,7 @@ def small_config(data_dir, workdir, **overrides):
                 checkpoint_every=10, log_every=5, eval_batch_size=32,
                 num_summary_images=2, seed=3)
   values.update(overrides)
-  return train_loop.TrainConfig(**values)
+  return config.TrainConfig(**values)
 
 
 def _run_script(*args, env=None):
@@ -62,7 +67,7 @@ def _flags(cfg):
 
 
 def test_schedule_rate_at_each_boundary():
-  schedule = train_loop.learning_rate_schedule((50_000, 90_000),
+  schedule = step_lib.learning_rate_schedule((50_000, 90_000),
                                                (1e-3, 2e-4, 1e-4))
   rates = {s: float(schedule(s)) for s in (0, 49_999, 50_000, 89_999, 90_000,
                                            119_999)}
@@ -71,7 +76,7 @@ def test_schedule_rate_at_each_boundary():
 
 
 def test_default_flags_are_the_prototype_schedule():
-  cfg = train_loop.TrainConfig(data_dir='d', workdir='w')
+  cfg = config.TrainConfig(data_dir='d', workdir='w')
   assert (cfg.batch_size, cfg.train_steps, cfg.lr_boundaries, cfg.lr_values,
           cfg.amsgrad, cfg.loss) == (16, 120_000, (50_000, 90_000),
                                      (1e-3, 2e-4, 1e-4), True, 'mse')
@@ -86,11 +91,11 @@ def test_default_flags_are_the_prototype_schedule():
 def test_bad_flags_are_named(override, flag, tmp_path):
   cfg = small_config('unused', tmp_path, **override)
   with pytest.raises(ValueError, match=flag):
-    train_loop.validate_config(cfg)
+    config.validate_config(cfg)
 
 
 def test_one_step_lowers_the_loss_on_a_fixed_batch(data_dir, tmp_path):
-  trainer = train_loop.Trainer(small_config(
+  trainer = loop.Trainer(small_config(
       data_dir, tmp_path, lr_values=(1e-3, 1e-3, 1e-3), **NO_AUGMENTATION))
   batch = next(iter(trainer._train_dataset()))
   fixed = iter(tf.data.Dataset.from_tensors(batch).repeat())
@@ -103,7 +108,7 @@ def test_short_run_really_learns(data_dir, tmp_path):
   cfg = small_config(data_dir, tmp_path, train_steps=300,
                      lr_boundaries=(200, 260), lr_values=(2e-3, 5e-4, 2e-4),
                      eval_every=300, checkpoint_every=300, max_rotation=15.0)
-  trainer = train_loop.Trainer(cfg)
+  trainer = loop.Trainer(cfg)
   untrained = float(np.mean(trainer.evaluate()[0]))
   summary = trainer.train()
   trained = summary['val_nme']
@@ -124,9 +129,9 @@ def test_short_run_really_learns(data_dir, tmp_path):
 
 def test_restored_model_predicts_like_the_trained_one(data_dir, tmp_path):
   cfg = small_config(data_dir, tmp_path, train_steps=10, eval_every=10)
-  trainer = train_loop.Trainer(cfg)
+  trainer = loop.Trainer(cfg)
   trainer.train()
-  model, restored_cfg, path = train_loop.restore_model(str(tmp_path))
+  model, restored_cfg, path = workdir_lib.restore_model(str(tmp_path))
   assert restored_cfg.input_size == 64 and path.endswith('ckpt-10')
   x = np.random.default_rng(0).random([2, 64, 64, 3], np.float32)
   np.testing.assert_allclose(model(x, training=False),
@@ -134,11 +139,11 @@ def test_restored_model_predicts_like_the_trained_one(data_dir, tmp_path):
 
 
 def test_resume_continues_with_same_step_weights_and_rate(data_dir, tmp_path):
-  first = train_loop.Trainer(small_config(data_dir, tmp_path, train_steps=12,
+  first = loop.Trainer(small_config(data_dir, tmp_path, train_steps=12,
                                           checkpoint_every=6))
   first.train()
   saved = [w.numpy() for w in first.model.weights]
-  second = train_loop.Trainer(small_config(data_dir, tmp_path, train_steps=16,
+  second = loop.Trainer(small_config(data_dir, tmp_path, train_steps=16,
                                            checkpoint_every=6))
   assert second.step == 12
   for a, b in zip(saved, second.model.weights):
@@ -149,16 +154,16 @@ def test_resume_continues_with_same_step_weights_and_rate(data_dir, tmp_path):
 
 
 def test_changing_the_network_of_a_workdir_is_refused(data_dir, tmp_path):
-  train_loop.Trainer(small_config(data_dir, tmp_path, train_steps=1)).train()
+  loop.Trainer(small_config(data_dir, tmp_path, train_steps=1)).train()
   with pytest.raises(ValueError, match='--input_size'):
-    train_loop.Trainer(small_config(data_dir, tmp_path, input_size=96))
+    loop.Trainer(small_config(data_dir, tmp_path, input_size=96))
 
 
 def test_seed_makes_a_run_repeatable(data_dir, tmp_path):
   weights = []
   for name in ('a', 'b'):
     keras.utils.set_random_seed(7)
-    trainer = train_loop.Trainer(small_config(
+    trainer = loop.Trainer(small_config(
         data_dir, tmp_path / name, train_steps=3, deterministic=True))
     trainer.train()
     weights.append(trainer.model.get_layer('head3_conv').kernel.numpy())
@@ -183,15 +188,15 @@ def _write_nan_shards(source_dir, target_dir):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
   workdir = tmp_path / 'run'
-  train_loop.Trainer(small_config(data_dir, workdir, train_steps=10)).train()
+  loop.Trainer(small_config(data_dir, workdir, train_steps=10)).train()
   good = tf.train.latest_checkpoint(str(workdir / 'checkpoints'))
   nan_dir = str(tmp_path / 'nan')
   _write_nan_shards(data_dir, nan_dir)
-  trainer = train_loop.Trainer(small_config(nan_dir, workdir, train_steps=30))
+  trainer = loop.Trainer(small_config(nan_dir, workdir, train_steps=30))
   with pytest.raises(FloatingPointError, match='last good checkpoint'):
     trainer.train()
   assert tf.train.latest_checkpoint(str(workdir / 'checkpoints')) == good
-  model, _, _ = train_loop.restore_model(str(workdir), which='checkpoints')
+  model, _, _ = workdir_lib.restore_model(str(workdir), which='latest')
   assert all(np.isfinite(w.numpy()).all() for w in model.weights)
 
 
@@ -214,7 +219,7 @@ def test_sigterm_saves_and_a_rerun_resumes(data_dir, tmp_path):
   stopped_at = int(tf.train.latest_checkpoint(
       str(tmp_path / 'checkpoints')).rsplit('-', 1)[1])
   assert stopped_at > 0
-  resumed = train_loop.Trainer(small_config(data_dir, tmp_path,
+  resumed = loop.Trainer(small_config(data_dir, tmp_path,
                                             train_steps=stopped_at + 2))
   assert resumed.step == stopped_at
   assert resumed.train()['step'] == stopped_at + 2
@@ -246,3 +251,163 @@ def test_two_worker_multi_worker_mirrored_run(data_dir, tmp_path):
   assert not [n for n in os.listdir(tmp_path / 'checkpoints')
               if n.startswith('.worker')]
   assert json.load(open(tmp_path / 'best' / 'best.json'))['step'] == 4
+  assert not [n for n in os.listdir(tmp_path / 'best')
+              if n.startswith('.worker')]
+  # Extended, every worker resumes from the chief's checkpoint at step 4 (a
+  # worker starting from 0 would run more steps than the chief and hang or
+  # diverge).
+  procs = []
+  for index in range(2):
+    env = dict(os.environ, TF_CONFIG=json.dumps({
+        'cluster': {'worker': workers},
+        'task': {'type': 'worker', 'index': index}}))
+    args = [a for a in _flags(cfg) if not a.startswith('--train_steps')]
+    procs.append(_run_script(*args, '--train_steps=6',
+                             '--strategy=multi_worker', env=env))
+  outputs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, output in zip(procs, outputs):
+    assert p.returncode == 0, output
+    assert 'at step 4' in output, output
+  assert tf.train.latest_checkpoint(
+      str(tmp_path / 'checkpoints')).endswith('ckpt-6')
+
+
+# Defects found in review (issue 9), each with the run that showed it.
+
+
+def _best_nme_in_checkpoint(workdir):
+  return workdir_lib.best_nme_on_disk(str(workdir))
+
+
+def test_resume_never_replaces_best_by_a_worse_model(data_dir, tmp_path):
+  # Steps that both save and validate: the checkpoint must be written after
+  # validation, or it records the previous best NME (inf here).
+  cfg = small_config(data_dir, tmp_path, train_steps=30, eval_every=30,
+                     checkpoint_every=30, lr_boundaries=(1000, 2000))
+  loop.Trainer(cfg).train()
+  best = workdir_lib.best_record(str(tmp_path))
+  assert best['step'] == 30
+  latest = tf.train.latest_checkpoint(str(tmp_path / 'checkpoints'))
+  assert float(tf.train.load_variable(
+      latest, workdir_lib.BEST_NME_KEY)) == pytest.approx(best['nme'])
+  # Extending the finished run at a learning rate that wrecks the model: its
+  # worse validation NME must not replace best/.
+  worse = small_config(data_dir, tmp_path, train_steps=40, eval_every=10,
+                       checkpoint_every=10, lr_boundaries=(1000, 2000),
+                       lr_values=(0.5, 0.5, 0.5))
+  summary = loop.Trainer(worse).train()
+  assert summary['val_nme'] > best['nme']
+  assert workdir_lib.best_record(str(tmp_path)) == best
+  assert _best_nme_in_checkpoint(tmp_path) == pytest.approx(best['nme'])
+  assert tf.train.latest_checkpoint(str(tmp_path / 'best')).endswith('ckpt-30')
+
+
+def test_best_on_disk_wins_over_a_stale_latest_checkpoint(data_dir, tmp_path):
+  # A kill between saving best/ and checkpoints/ leaves the latest checkpoint
+  # with an older best NME: the resumed run must still compare against best/.
+  loop.Trainer(small_config(data_dir, tmp_path, train_steps=10,
+                            eval_every=10, checkpoint_every=10)).train()
+  best_nme = workdir_lib.best_record(str(tmp_path))['nme']
+  for name in os.listdir(tmp_path / 'checkpoints'):
+    os.remove(tmp_path / 'checkpoints' / name)
+  resumed = loop.Trainer(small_config(data_dir, tmp_path, train_steps=20,
+                                      eval_every=10, checkpoint_every=10))
+  assert resumed.step == 0
+  assert float(resumed.best_nme.numpy()) == pytest.approx(best_nme)
+
+
+@pytest.mark.parametrize('override,flag', [
+    (dict(input_size=100), '--input_size'),
+    (dict(head='bogus'), '--head'),
+    (dict(alpha=0.0), '--alpha'),
+    (dict(min_scale=2.0), '--min_scale'),
+    (dict(keep_checkpoints=0), '--keep_checkpoints'),
+])
+def test_a_rejected_flag_writes_nothing(data_dir, tmp_path, override, flag):
+  with pytest.raises(ValueError, match=flag):
+    loop.Trainer(small_config(data_dir, tmp_path / 'run', **override))
+  assert not (tmp_path / 'run').exists()
+  # The corrected run is not refused as "a workdir cannot change its network".
+  loop.Trainer(small_config(data_dir, tmp_path / 'run', train_steps=1)).train()
+
+
+def test_bad_init_weights_writes_nothing(data_dir, tmp_path):
+  with pytest.raises(FileNotFoundError, match='--init_weights'):
+    loop.Trainer(small_config(data_dir, tmp_path / 'run',
+                              init_weights=str(tmp_path / 'none.h5')))
+  assert not (tmp_path / 'run').exists()
+
+
+def test_broken_config_json_is_named(data_dir, tmp_path):
+  loop.Trainer(small_config(data_dir, tmp_path, train_steps=1)).train()
+  (tmp_path / 'config.json').write_text('')
+  with pytest.raises(ValueError, match='config.json is not valid JSON'):
+    workdir_lib.read_config(str(tmp_path))
+  with pytest.raises(ValueError, match='config.json is not valid JSON'):
+    loop.Trainer(small_config(data_dir, tmp_path, train_steps=2))
+
+
+def test_latest_checkpoint_is_the_checkpoints_folder(data_dir, tmp_path):
+  loop.Trainer(small_config(data_dir, tmp_path, train_steps=10,
+                            checkpoint_every=5)).train()
+  path = workdir_lib.checkpoint_path(str(tmp_path), 'latest')
+  assert path == os.path.join(str(tmp_path), workdir_lib.CHECKPOINTS, 'ckpt-10')
+  with pytest.raises(ValueError, match='--checkpoint'):
+    workdir_lib.checkpoint_path(str(tmp_path), 'checkpoints')
+
+
+def test_without_validation_shards_training_runs_and_says_so(tmp_path):
+  _, shards = faces.make_faces(str(tmp_path / 'faces'), num_images=12,
+                               val_fraction=0.0)
+  messages = []
+  cfg = small_config(shards, tmp_path / 'run', train_steps=6, eval_every=3,
+                     checkpoint_every=3)
+  summary = loop.train(cfg, log=messages.append)
+  assert summary['step'] == 6 and summary['val_nme'] is None
+  assert any('without validation' in m for m in messages)
+  assert not (tmp_path / 'run' / 'best').exists()
+  assert workdir_lib.checkpoint_path(str(tmp_path / 'run'), 'best').endswith(
+      'ckpt-6')
+  # Resuming does not crash at the first evaluation either.
+  cfg = small_config(shards, tmp_path / 'run', train_steps=9, eval_every=3,
+                     checkpoint_every=3)
+  assert loop.train(cfg, log=messages.append)['step'] == 9
+
+
+def test_mixed_float16_counts_the_optimizer_steps(data_dir, tmp_path):
+  # Keras' loss scale starts at 2**15: the first float16 gradients overflow
+  # and their updates are skipped. The run must count applied updates only
+  # and not take an overflow for a NaN.
+  cfg = small_config(data_dir, tmp_path, train_steps=4, log_every=1,
+                     checkpoint_every=4, precision='mixed_float16')
+  trainer = loop.Trainer(cfg)
+  try:
+    summary = trainer.train()
+  finally:
+    keras.mixed_precision.set_global_policy('float32')
+  assert summary['step'] == 4 == int(trainer.optimizer.iterations.numpy())
+  assert workdir_lib.checkpoint_path(str(tmp_path), 'latest').endswith('ckpt-4')
+
+
+def test_script_errors_are_one_line(tmp_path):
+  proc = _run_script(f'--data_dir={tmp_path / "nothing"}',
+                     f'--workdir={tmp_path / "run"}')
+  output, _ = proc.communicate(timeout=120)
+  assert proc.returncode != 0
+  assert 'Traceback' not in output
+  assert f'train_loop: {tmp_path / "nothing"}' in output
+  assert not (tmp_path / 'run').exists()
+
+
+def test_corrupt_train_shard_is_named(data_dir, tmp_path):
+  copy = tmp_path / 'data'
+  shutil.copytree(data_dir, copy)
+  shard = sorted(copy.glob('train-*.tfrecord'))[1]
+  raw = bytearray(shard.read_bytes())
+  raw[len(raw) // 2] ^= 0xFF
+  shard.write_bytes(bytes(raw))
+  trainer = loop.Trainer(small_config(str(copy), tmp_path / 'run',
+                                      train_steps=200, eval_every=10_000,
+                                      checkpoint_every=10_000))
+  with pytest.raises(reader.CorruptShard, match=shard.name):
+    trainer.train()

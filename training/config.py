@@ -1,0 +1,134 @@
+"""The training run's configuration: one dataclass, its flags and its checks.
+
+`TrainConfig` is saved as WORKDIR/config.json (training/workdir.py); its fields
+are train_loop.py's flags (cli/config_flags.py).
+"""
+
+import dataclasses
+
+from cli.config_flags import option
+from model import losses
+from model import network
+from pipeline import augment
+from pipeline import views
+
+# Fields that fix the network and its input view: a workdir cannot change them.
+ARCHITECTURE_FIELDS = ('input_size', 'alpha', 'head', 'head_width', 'view_scale',
+                       'box')
+STRATEGIES = ('default', 'mirrored', 'multi_worker')
+PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  """Everything a run depends on; saved as workdir/config.json."""
+  data_dir: str = option(help='Folder of shards made by '
+                         '`python -m pipeline.prepare`.')
+  workdir: str = option(help='Run folder: config, checkpoints, TensorBoard '
+                        'logs. Running again resumes.')
+  batch_size: int = option(16, 'Global batch size (split over replicas).')
+  train_steps: int = option(120_000, 'Total optimizer steps.')
+  lr_boundaries: tuple[int, ...] = option(
+      (50_000, 90_000), 'Steps where the learning rate changes.')
+  lr_values: tuple[float, ...] = option(
+      (1e-3, 2e-4, 1e-4), 'Learning rates: one more than boundaries.')
+  amsgrad: bool = option(True, 'Adam with the AMSGrad variant (the prototype).')
+  loss: str = option('mse', 'Training loss.', losses.LOSSES)
+  input_size: int = option(224, 'Network input side in pixels (multiple of '
+                           '16, at least 32).')
+  alpha: float = option(1.0, 'MobileNetV2 width multiplier.')
+  head: str = option('conv', 'Regression head.', network.HEADS)
+  head_width: int = option(128, 'Channels of the head layers.')
+  bn_momentum: float = option(
+      0.99, 'BatchNorm moving-average momentum (Keras builds MobileNetV2 with '
+      '0.999, too slow for short runs).')
+  init_weights: str = option('', 'Backbone weights file (.h5). Default: the '
+                             'Keras cache if it has the ImageNet file, else '
+                             'random.')
+  view_scale: float = option(1.25, 'Network view side / face-box side.')
+  box: str = option('landmarks', 'Face box the view is built on: the tight '
+                    'landmark box (300-W convention) or the annotation box.',
+                    views.BOXES)
+  max_rotation: float = option(45.0, 'Augmentation: rotation range, degrees '
+                               'either way.')
+  min_scale: float = option(0.7, 'Augmentation: smallest face scale in the '
+                            'view.')
+  max_scale: float = option(1.0, 'Augmentation: largest face scale in the '
+                            'view.')
+  max_shift: float = option(0.05, 'Augmentation: shift range, fraction of the '
+                            'view.')
+  flip: bool = option(True, 'Augmentation: random horizontal flip (with point '
+                      'mirroring).')
+  brightness: float = option(0.2, 'Augmentation: brightness jitter.')
+  contrast: float = option(0.3, 'Augmentation: contrast jitter.')
+  saturation: float = option(0.3, 'Augmentation: saturation jitter.')
+  occlusion: float = option(0.0, 'Augmentation: probability of a random '
+                            'occluding box.')
+  eval_every: int = option(2000, 'Validate every this many steps.')
+  checkpoint_every: int = option(1000, 'Save a checkpoint every this many '
+                                 'steps.')
+  log_every: int = option(100, 'Write training summaries every this many '
+                          'steps.')
+  keep_checkpoints: int = option(3, 'How many latest checkpoints to keep.')
+  eval_batch_size: int = option(64, 'Batch size for validation.')
+  num_summary_images: int = option(8, 'Validation faces drawn into '
+                                   'TensorBoard.')
+  strategy: str = option('default', 'tf.distribute strategy.', STRATEGIES)
+  precision: str = option('float32', 'Compute precision.', PRECISIONS)
+  jit_compile: bool = option(False, 'XLA-compile the step (measure first: '
+                             'slower on CPU).')
+  seed: int = option(0, 'Seed for initialisation, shuffling and '
+                     'augmentation.')
+  deterministic: bool = option(False, 'Deterministic input order and ops '
+                               '(repeatable runs).')
+
+  def augment_config(self):
+    return augment.AugmentConfig(
+        max_rotation=self.max_rotation, min_scale=self.min_scale,
+        max_scale=self.max_scale, max_shift=self.max_shift, flip=self.flip,
+        brightness=self.brightness, contrast=self.contrast,
+        saturation=self.saturation, occlusion=self.occlusion)
+
+
+def validate_config(cfg):
+  """Rejects every flag value that would fail later, naming the flag, before
+  anything is written."""
+  def need(ok, message):
+    if not ok:
+      raise ValueError(message)
+  need(bool(cfg.data_dir), '--data_dir is required')
+  need(bool(cfg.workdir), '--workdir is required')
+  need(len(cfg.lr_values) == len(cfg.lr_boundaries) + 1,
+       f'--lr_values needs one more value than --lr_boundaries: got '
+       f'{len(cfg.lr_values)} values for {len(cfg.lr_boundaries)} boundaries')
+  need(list(cfg.lr_boundaries) == sorted(set(cfg.lr_boundaries)) and
+       all(b > 0 for b in cfg.lr_boundaries),
+       f'--lr_boundaries must be positive and increasing, got '
+       f'{list(cfg.lr_boundaries)}')
+  need(all(v > 0 for v in cfg.lr_values),
+       f'--lr_values must be positive, got {list(cfg.lr_values)}')
+  for name in ('train_steps', 'batch_size', 'eval_every', 'checkpoint_every',
+               'log_every', 'keep_checkpoints', 'eval_batch_size',
+               'head_width'):
+    need(getattr(cfg, name) > 0,
+         f'--{name} must be positive, got {getattr(cfg, name)}')
+  need(cfg.num_summary_images >= 0, '--num_summary_images must not be '
+       f'negative, got {cfg.num_summary_images}')
+  need(0.0 < cfg.bn_momentum < 1.0, f'--bn_momentum must be in (0, 1), got '
+       f'{cfg.bn_momentum}')
+  need(cfg.input_size >= 32 and cfg.input_size % 16 == 0,
+       f'--input_size must be a multiple of 16 and >= 32, got '
+       f'{cfg.input_size}')
+  need(cfg.alpha > 0, f'--alpha must be positive, got {cfg.alpha}')
+  need(cfg.view_scale > 0, f'--view_scale must be positive, got '
+       f'{cfg.view_scale}')
+  for name, allowed in (('loss', losses.LOSSES), ('head', network.HEADS),
+                        ('strategy', STRATEGIES), ('box', views.BOXES),
+                        ('precision', PRECISIONS)):
+    need(getattr(cfg, name) in allowed, f'--{name} must be one of {allowed}, '
+         f'got {getattr(cfg, name)!r}')
+  try:
+    cfg.augment_config()
+  except ValueError as e:
+    raise ValueError(f'augmentation flags (--min_scale, --max_scale, '
+                     f'--max_rotation, ...): {e}') from e
