@@ -9,26 +9,26 @@ import cv2
 import numpy as np
 
 GREEN, RED = (0, 255, 0), (255, 0, 0)  # RGB; reverse for BGR images.
-_SHIFT = 4  # OpenCV fixed-point fraction bits.
+SHIFT = 4  # OpenCV fixed-point fraction bits.
 
 
 def cv_point(xy):
   """Corner coordinates -> OpenCV fixed-point pixel-centre coordinates."""
-  return tuple(int(round((v - 0.5) * (1 << _SHIFT))) for v in xy)
+  return tuple(int(round((v - 0.5) * (1 << SHIFT))) for v in xy)
 
 
 def draw_points(canvas, points, colour, radius):
   """Filled dots at [N, 2] `points` on `canvas`, in place."""
   for point in np.asarray(points, np.float64):
-    cv2.circle(canvas, cv_point(point), int(radius * (1 << _SHIFT)), colour,
-               -1, cv2.LINE_AA, _SHIFT)
+    cv2.circle(canvas, cv_point(point), int(radius * (1 << SHIFT)), colour,
+               -1, cv2.LINE_AA, SHIFT)
   return canvas
 
 
 def draw_box(canvas, box, colour):
   """A one-pixel rectangle on corner-coordinate `box`, in place."""
   cv2.rectangle(canvas, cv_point(box[:2]), cv_point(box[2:]), colour, 1,
-                cv2.LINE_AA, _SHIFT)
+                cv2.LINE_AA, SHIFT)
   return canvas
 
 
