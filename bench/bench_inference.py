@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from bench import timing
 from evaluation import samples as samples_lib
 from live import detectors
 from live.errors import WebcamError
@@ -195,18 +196,6 @@ def end_to_end_fps(detect, predict, frames):
   return len(frames) / (time.perf_counter() - start), found
 
 
-def table(title, header, rows):
-  widths = [max(len(str(r[i])) for r in [header] + rows)
-            for i in range(len(header))]
-
-  def line(row):  # First column left-aligned, numbers right-aligned.
-    return '  '.join(str(v).rjust(w) if i else str(v).ljust(w)
-                     for i, (v, w) in enumerate(zip(row, widths)))
-
-  return '\n'.join([title, line(header), line(['-' * w for w in widths])] +
-                   [line(r) for r in rows])
-
-
 def bench(model, data_dir, max_faces=400, threads=(1, 2), video_frames=60,
           dlib_model_path=None, log=print):
   """Runs the three measurements and prints their tables."""
@@ -221,7 +210,7 @@ def bench(model, data_dir, max_faces=400, threads=(1, 2), video_frames=60,
   if dlib_predict:
     rows.append(['dlib shape predictor, 1 thread',
                  f'{time_per_face(dlib_predict, faces[:100]):.2f}'])
-  log(table('\nLandmark time per face, batch 1 (crop + network)',
+  log(timing.table('\nLandmark time per face, batch 1 (crop + network)',
             ['model', 'median ms'], rows))
   if dlib_skipped:
     log(dlib_skipped)
@@ -245,7 +234,7 @@ def bench(model, data_dir, max_faces=400, threads=(1, 2), video_frames=60,
                    f'{nme_percent(own, [true[i] for i in found]):.2f}'])
       same = nme_percent([tight[i] for i in found], [true[i] for i in found])
       rows.append([f'dlib, tight box, same {len(found)} faces', f'{same:.2f}'])
-  log(table(f'\nNME % (outer eye corners) on {len(faces)} faces',
+  log(timing.table(f'\nNME % (outer eye corners) on {len(faces)} faces',
             ['model', 'NME %'], rows))
   if dlib_predict:
     log(f'Note: {DLIB_MODEL} was trained on iBUG 300-W: on its training '
@@ -263,14 +252,15 @@ def bench(model, data_dir, max_faces=400, threads=(1, 2), video_frames=60,
     for label, m in models.items():
       if label.endswith(f', {threads[-1]} thread(s)'):
         fps, found = end_to_end_fps(
-            haar, lambda im, b, m=m: m.predict(im, b, refine=True), frames)
+            lambda frame: haar(frame).boxes,
+            lambda im, b, m=m: m.predict(im, b, refine=True), frames)
         rows.append([label + ', Haar + 2 passes', f'{fps:.1f}',
                      f'{found}/{len(frames)}'])
   if dlib_predict:
     fps, found = end_to_end_fps(dlib_predict.detect, dlib_predict, frames)
     rows.append(['dlib HOG detector + shape predictor', f'{fps:.1f}',
                  f'{found}/{len(frames)}'])
-  log(table(f'\nEnd to end, {VIDEO_SIZE[0]}x{VIDEO_SIZE[1]} video, one face',
+  log(timing.table(f'\nEnd to end, {VIDEO_SIZE[0]}x{VIDEO_SIZE[1]} video, one face',
             ['pipeline', 'FPS', 'frames with a face'], rows))
 
 

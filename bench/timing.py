@@ -61,3 +61,16 @@ def train_step(shards, workdir, input_size, batch_size, steps, warmup=5):
     loss, _ = trainer._train_step(fixed)  # pylint: disable=protected-access
   float(loss)
   return steps * batch_size / (time.perf_counter() - start)
+
+
+def table(title, header, rows):
+  """A plain-text table: title, header, rule, rows."""
+  widths = [max(len(str(r[i])) for r in [header] + rows)
+            for i in range(len(header))]
+
+  def line(row):  # First column left-aligned, numbers right-aligned.
+    return '  '.join(str(v).rjust(w) if i else str(v).ljust(w)
+                     for i, (v, w) in enumerate(zip(row, widths)))
+
+  return '\n'.join([title, line(header), line(['-' * w for w in widths])] +
+                   [line(r) for r in rows])
