@@ -14,6 +14,13 @@ Groups: every subset present (e.g. afw, helen/trainset, ibug) and 300-W's common
 (lfpw/testset + helen/testset), challenging (ibug) and full (both) subsets when
 their faces are there. Writes report.json, ced.png and optional overlays/
 (evaluation/evaluate_lib.py).
+
+  python evaluate.py --data_dir=300W_PHOTOS --detector=blazeface --split=val
+
+is photo mode: the detector runs on each whole photo and every annotated face
+is matched to a detection (evaluation/photos.py): faces found, NME on found
+faces, failure rate and CED counting misses as failures. --model defaults to
+the shipped model.
 """
 
 from cli import config_flags
@@ -23,7 +30,7 @@ from evaluation import evaluate_lib
 def main(argv):
   del argv
   evaluate_lib.evaluate(config_flags.config_from_flags(
-      evaluate_lib.EvalConfig))
+      evaluate_lib.EvalConfig), progress=True)
 
 
 if __name__ == '__main__':

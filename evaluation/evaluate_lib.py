@@ -10,10 +10,13 @@ import os
 from typing import Optional
 
 import numpy as np
+import tqdm
 
 from cli.config_flags import option
+from evaluation import photos as photos_lib
 from evaluation import report as report_lib
 from evaluation import samples as samples_lib
+from live import detectors
 from model import landmarker as landmarker_lib
 from model import metrics
 from pipeline import sources
@@ -30,7 +33,13 @@ class EvalConfig:
                                      'table).')
   workdir: Optional[str] = option(None, 'Training workdir to evaluate.')
   model: Optional[str] = option(None, 'Or an export: its folder or one of its '
-                                '.tflite files.')
+                                '.tflite files (default without --workdir: '
+                                'the shipped model, pretrained/).')
+  detector: Optional[str] = option(
+      None, 'Photo mode on a raw folder: find the faces with this detector '
+      'on each whole photo (match IoU of landmark boxes >= '
+      f'{photos_lib.MATCH_IOU}); misses count as failures. Default: the '
+      'tight-box protocol (--box).', detectors.DETECTORS)
   checkpoint: str = option('best', 'With --workdir: which checkpoint.',
                            tuple(workdir_lib.CHECKPOINT_CHOICES))
   split: Optional[str] = option(None, 'Shards: the split (default val). Raw '
@@ -41,7 +50,9 @@ class EvalConfig:
                     'landmark box (300-W) or the annotated one.', views.BOXES)
   normalization: str = option('outer_eye', 'NME normalising distance.',
                               metrics.NORMALIZATIONS)
-  refine: bool = option(False, "Second pass on the first pass's landmark box.")
+  refine: Optional[bool] = option(
+      None, "Refine passes on the previous pass's landmark box (default: on "
+      'in photo mode, off for the tight-box protocol).')
   overlays: int = option(0, 'Draw this many faces with true and predicted '
                          'points (needs --output_dir).')
   num_threads: Optional[int] = option(None, 'TF Lite interpreter threads.')
@@ -78,10 +89,12 @@ def predict_samples(landmarker, samples, refine=False,
 
 def load_landmarker(workdir=None, model=None, checkpoint='best',
                     num_threads=None):
-  """A Landmarker from a training workdir or an export; a name for reports."""
-  if bool(workdir) == bool(model):
-    raise ValueError('pass exactly one of --workdir and --model')
-  if model:
+  """A Landmarker from a training workdir or an export (default: the shipped
+  model); a name for reports."""
+  if workdir and model:
+    raise ValueError('pass one of --workdir and --model, not both')
+  if not workdir:
+    model = model or landmarker_lib.SHIPPED_MODEL
     landmarker = landmarker_lib.Landmarker.load(model, num_threads)
     return landmarker, landmarker.metadata.get('path', model)
   keras_model, cfg, path = workdir_lib.restore_model(workdir, checkpoint)
@@ -93,7 +106,7 @@ def _check_config(cfg):
   """Flag values checked before any model or image is read."""
   for name, allowed in (
       ('normalization', metrics.NORMALIZATIONS), ('box', views.BOXES),
-      ('layout', sources.LAYOUTS),
+      ('layout', sources.LAYOUTS), ('detector', (None,) + detectors.DETECTORS),
       ('checkpoint', tuple(workdir_lib.CHECKPOINT_CHOICES))):
     if getattr(cfg, name) not in allowed:
       raise ValueError(f'--{name} must be one of {allowed}, got '
@@ -102,6 +115,13 @@ def _check_config(cfg):
     raise ValueError(f'--overlays must not be negative, got {cfg.overlays}')
   if cfg.overlays and not cfg.output_dir:
     raise ValueError('--overlays needs --output_dir')
+  if cfg.detector and cfg.overlays:
+    raise ValueError('--overlays draws the tight-box protocol: drop '
+                     '--detector or --overlays')
+  if cfg.detector and samples_lib.is_prepared(cfg.data_dir):
+    raise ValueError(f'--detector needs whole photos: --data_dir '
+                     f'{cfg.data_dir} holds prepared face crops; pass the raw '
+                     '300-W folder')
 
 
 def _prepare_output(output_dir):
@@ -119,7 +139,7 @@ def _prepare_output(output_dir):
     raise OSError(f'--output_dir {output_dir} is not writable')
 
 
-def evaluate(cfg, log=print):
+def evaluate(cfg, log=print, progress=False):
   """Evaluates; writes report.json, ced.png and overlays when cfg.output_dir;
   returns the report."""
   _check_config(cfg)
@@ -133,20 +153,37 @@ def evaluate(cfg, log=print):
     split = cfg.split or 'all'
     samples = samples_lib.folder_samples(cfg.data_dir, split, cfg.layout,
                                          cfg.box, log)
-  results = predict_samples(landmarker, samples, cfg.refine, cfg.normalization,
-                            keep=cfg.overlays)
+  refine = bool(cfg.detector) if cfg.refine is None else cfg.refine
+  if cfg.detector:
+    results = photos_lib.photo_results(
+        landmarker, detectors.make_detector(cfg.detector, cfg.num_threads),
+        tqdm.tqdm(samples, unit='photo', disable=not progress), refine,
+        cfg.normalization)
+    found = results.found
+  else:
+    results = predict_samples(landmarker, tqdm.tqdm(
+        samples, unit='image', disable=not progress), refine,
+                              cfg.normalization, keep=cfg.overlays)
+    found = None
   masks = report_lib.groups(results.subsets)
-  group_summaries = {name: report_lib.summarize(results.nme[mask])
+  group_summaries = {name: report_lib.summarize(
+      results.nme[mask], None if found is None else found[mask])
                      for name, mask in masks.items()}
   report = {
       'model': model_name,
       'data_dir': os.path.abspath(cfg.data_dir),
       'split': split,
-      'box': cfg.box,
+      'protocol': (f'photos, detector {cfg.detector}, match IoU >= '
+                   f'{photos_lib.MATCH_IOU}' if cfg.detector
+                   else f'given boxes: {cfg.box}'),
+      'box': None if cfg.detector else cfg.box,
+      'detector': cfg.detector,
       'normalization': cfg.normalization,
-      'refine': cfg.refine,
+      'refine': refine,
       'groups': group_summaries,
-      'faces': [{'source': s, 'subset': g, 'nme': float(e)}
+      # A missed face (photo mode) has no NME: null.
+      'faces': [{'source': s, 'subset': g,
+                 'nme': float(e) if np.isfinite(e) else None}
                 for s, g, e in zip(results.sources, results.subsets,
                                    results.nme)],
   }

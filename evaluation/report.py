@@ -41,9 +41,21 @@ def groups(subsets):
   return masks
 
 
-def summarize(errors):
-  summary = {'faces': int(len(errors)), 'nme': float(np.mean(errors)),
-             'nme_median': float(np.median(errors))}
+def summarize(errors, found=None):
+  """NME (mean, median), failure rates and AUC of per-face errors.
+
+  With `found` (bool per face, photo mode: errors of missed faces are inf),
+  also the found count; NME is then over found faces, while failure rates and
+  AUC count the missed ones as failures.
+  """
+  errors = np.asarray(errors, np.float64)
+  scored = errors if found is None else errors[found]
+  summary = {'faces': int(len(errors))}
+  if found is not None:
+    summary['found'] = int(np.sum(found))
+  summary.update(
+      nme=float(np.mean(scored)) if scored.size else float('nan'),
+      nme_median=float(np.median(scored)) if scored.size else float('nan'))
   for threshold in FAILURE_THRESHOLDS:
     summary[f'failure_rate_{threshold:.2f}'] = metrics.failure_rate(errors,
                                                                    threshold)
@@ -53,11 +65,14 @@ def summarize(errors):
 
 def format_table(group_summaries):
   fr = [f'FR@{t:.2f} %' for t in FAILURE_THRESHOLDS]
-  lines = [f'{"group":<22} {"faces":>6} {"NME %":>7} {fr[0]:>10} {fr[1]:>10} '
-           f'{f"AUC@{AUC_THRESHOLD:.2f}":>9}']
+  photo = any('found' in s for s in group_summaries.values())
+  found = f' {"found":>6}' if photo else ''
+  lines = [f'{"group":<22} {"faces":>6}{found} {"NME %":>7} {fr[0]:>10} '
+           f'{fr[1]:>10} {f"AUC@{AUC_THRESHOLD:.2f}":>9}']
   for name, s in group_summaries.items():
     rates = [100 * s[f'failure_rate_{t:.2f}'] for t in FAILURE_THRESHOLDS]
-    lines.append(f'{name:<22} {s["faces"]:>6} {100 * s["nme"]:>7.3f} '
+    found = f' {s["found"]:>6}' if photo else ''
+    lines.append(f'{name:<22} {s["faces"]:>6}{found} {100 * s["nme"]:>7.3f} '
                  f'{rates[0]:>10.2f} {rates[1]:>10.2f} '
                  f'{s[f"auc_{AUC_THRESHOLD:.2f}"]:>9.4f}')
   return '\n'.join(lines)

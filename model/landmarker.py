@@ -22,6 +22,9 @@ import tensorflow as tf
 from pipeline import geometry
 from pipeline import views as views_lib
 
+# The shipped model (README), the default wherever a model is chosen.
+SHIPPED_MODEL = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'pretrained')
 # Written by export.py beside the SavedModel and the .tflite files.
 METADATA = 'metadata.json'
 SAVED_MODEL_PB = 'saved_model.pb'
@@ -301,6 +304,20 @@ def _keras_views_fn(model):
   return lambda views: run(tf.constant(views)).numpy()
 
 
+# The refine passes: at most this many, until boxes move less than this share
+# of their size (a pass on an unchanged box would give the same points).
+MAX_REFINE_PASSES = 3
+REFINE_TOLERANCE = 0.01
+
+
+def settled(boxes, new_boxes, tolerance=REFINE_TOLERANCE):
+  """Whether every [K, 4] box moved by less than `tolerance` of its size."""
+  boxes, new_boxes = np.asarray(boxes), np.asarray(new_boxes)
+  sizes = np.maximum(boxes[:, 2:] - boxes[:, :2], 1e-9).max(axis=1)
+  moved = np.abs(new_boxes - boxes).max(axis=1)
+  return bool(np.all(moved < tolerance * sizes))
+
+
 class Landmarker:
   """Landmarks of faces in RGB images, given their boxes.
 
@@ -375,19 +392,25 @@ class Landmarker:
         [0, 1] are converted (as_rgb_uint8).
       boxes: [K, 4] face boxes [x0, y0, x1, y1] in corner coordinates, each
         finite, of positive size and overlapping the image (check_boxes).
-      refine: run again on the tight box of the first pass's landmarks. A
+      refine: run again on the tight box of the previous pass's landmarks,
+        until the boxes settle (every box moves by less than
+        REFINE_TOLERANCE of its size) or after MAX_REFINE_PASSES. A
         detector's boxes differ in shape and place from the boxes the net was
-        trained on (300-W's tight landmark boxes): the second pass sees a view
+        trained on (300-W's tight landmark boxes): later passes see views
         framed like its training views.
 
     Raises:
       ValueError: an image or a box it does not take, saying what is wrong.
     """
     image = as_rgb_uint8(image)
-    landmarks = self._predict_once(image, check_boxes(boxes, image.shape))
-    if refine and len(landmarks):
-      landmarks = self._predict_once(
-          image, [geometry.landmark_box(p) for p in landmarks])
+    boxes = check_boxes(boxes, image.shape)
+    landmarks = self._predict_once(image, boxes)
+    for _ in range(MAX_REFINE_PASSES if refine and len(landmarks) else 0):
+      tight = np.array([geometry.landmark_box(p) for p in landmarks])
+      if settled(boxes, tight):
+        break
+      boxes = tight
+      landmarks = self._predict_once(image, boxes)
     return landmarks
 
   def _predict_once(self, image, boxes):

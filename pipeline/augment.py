@@ -38,6 +38,17 @@ class AugmentConfig:
   contrast: float = 0.3  # Scales about the image mean by [1 - c, 1 + c].
   saturation: float = 0.3  # Scales about the grey level by [1 - s, 1 + s].
   occlusion: float = 0.0  # Probability of one rectangle of random colour.
+  # Detector-like face boxes: with probability `box_jitter` an image's view is
+  # built on a box drawn around its box the way a face detector's boxes lie
+  # around the tight landmark box: centre offset (x, y) in units of the box
+  # size sqrt(w * h), and log(detector side / box side) for (w, h), each
+  # normal with these means and deviations (live/detectors.box_statistics
+  # measures them).
+  box_jitter: float = 0.0
+  box_shift_mean: tuple = (0.0, 0.0)
+  box_shift_std: tuple = (0.0, 0.0)
+  box_log_scale_mean: tuple = (0.0, 0.0)
+  box_log_scale_std: tuple = (0.0, 0.0)
 
   def __post_init__(self):
     if not 0 < self.min_scale <= self.max_scale:
@@ -48,6 +59,15 @@ class AugmentConfig:
       raise ValueError(f'augmentation ranges must not be negative: {self}')
     if not 0 <= self.occlusion <= 1:
       raise ValueError(f'occlusion is a probability, got {self.occlusion}')
+    if not 0 <= self.box_jitter <= 1:
+      raise ValueError(f'box_jitter is a probability, got {self.box_jitter}')
+    pairs = (self.box_shift_mean, self.box_shift_std, self.box_log_scale_mean,
+             self.box_log_scale_std)
+    if any(len(p) != 2 for p in pairs):
+      raise ValueError('box_shift_* and box_log_scale_* take two values (x, '
+                       f'y or w, h), got {pairs}')
+    if min(self.box_shift_std + self.box_log_scale_std) < 0:
+      raise ValueError('box deviations must not be negative')
 
 
 def view_to_crop(boxes, input_size, view_scale, angles, scales, shifts, flips):
@@ -110,8 +130,10 @@ def augment(images, landmarks, boxes, seed, input_size, view_scale, config):
   callers derive it from (run seed, step) and fold in the replica id.
   """
   batch = tf.shape(images)[0]
-  geometry_seed, colour_seed, occlusion_seed = tf.unstack(
-      tf.random.experimental.stateless_split(seed, num=3))
+  geometry_seed, colour_seed, occlusion_seed, box_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, num=4))
+  if config.box_jitter > 0:
+    boxes = detector_like_boxes(boxes, box_seed, config)
   u = tf.random.stateless_uniform([batch, 5], geometry_seed)
   views, targets = _view(
       images, landmarks, boxes, input_size, view_scale,
@@ -126,6 +148,26 @@ def augment(images, landmarks, boxes, seed, input_size, view_scale, config):
                                                         occlusion_seed),
                      config.occlusion)
   return views, targets
+
+
+def detector_like_boxes(boxes, seed, config):
+  """[B, 4] boxes, each replaced with probability config.box_jitter by one
+  drawn the way a face detector's box lies around it (AugmentConfig)."""
+  boxes = tf.cast(boxes, tf.float32)
+  batch = tf.shape(boxes)[0]
+  normal_seed, coin_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, num=2))
+  z = tf.random.stateless_normal([batch, 4], normal_seed)
+  sides = boxes[:, 2:] - boxes[:, :2]
+  size = tf.sqrt(tf.reduce_prod(sides, axis=1, keepdims=True))
+  centres = (boxes[:, :2] + boxes[:, 2:]) / 2 + size * (
+      tf.constant(config.box_shift_mean) +
+      tf.constant(config.box_shift_std) * z[:, :2])
+  half = sides / 2 * tf.exp(tf.constant(config.box_log_scale_mean) +
+                            tf.constant(config.box_log_scale_std) * z[:, 2:])
+  jittered = tf.concat([centres - half, centres + half], axis=1)
+  coin = tf.random.stateless_uniform([batch, 1], coin_seed) < config.box_jitter
+  return tf.where(coin, jittered, boxes)
 
 
 def _view(images, landmarks, boxes, input_size, view_scale, *, angles, scales,

@@ -268,3 +268,36 @@ def test_view_to_crop_parameters_mean_what_they_say():
                              atol=1e-5)
   np.testing.assert_allclose(matrix @ (moved + [0, 10, 0]), [50, 40, 1],
                              atol=1e-5)
+
+
+def test_detector_like_boxes_follow_the_given_statistics():
+  config = augment.AugmentConfig(
+      box_jitter=0.5, box_shift_mean=(0.1, -0.05), box_shift_std=(0.05, 0.02),
+      box_log_scale_mean=(0.2, -0.1), box_log_scale_std=(0.05, 0.08))
+  rng = np.random.default_rng(0)
+  corners = rng.uniform(0, 100, (4000, 2))
+  boxes = np.concatenate([corners, corners + rng.uniform(20, 60, (4000, 2))],
+                         axis=1).astype(np.float32)
+  got = augment.detector_like_boxes(boxes, tf.constant([1, 2]), config).numpy()
+  changed = np.any(got != boxes, axis=1)
+  assert 0.45 < changed.mean() < 0.55
+  got, boxes = got[changed].astype(np.float64), boxes[changed]
+  sides = boxes[:, 2:] - boxes[:, :2]
+  size = np.sqrt(sides.prod(axis=1, keepdims=True))
+  shift = ((got[:, :2] + got[:, 2:]) - (boxes[:, :2] + boxes[:, 2:])) / 2 / size
+  log_scale = np.log((got[:, 2:] - got[:, :2]) / sides)
+  np.testing.assert_allclose(shift.mean(0), [0.1, -0.05], atol=0.005)
+  np.testing.assert_allclose(shift.std(0), [0.05, 0.02], atol=0.005)
+  np.testing.assert_allclose(log_scale.mean(0), [0.2, -0.1], atol=0.005)
+  np.testing.assert_allclose(log_scale.std(0), [0.05, 0.08], atol=0.005)
+  # The same seed, the same boxes: a resumed run repeats them.
+  np.testing.assert_array_equal(
+      augment.detector_like_boxes(boxes, tf.constant([1, 2]), config),
+      augment.detector_like_boxes(boxes, tf.constant([1, 2]), config))
+
+
+def test_box_statistics_are_checked():
+  with pytest.raises(ValueError, match='box_jitter'):
+    augment.AugmentConfig(box_jitter=1.5)
+  with pytest.raises(ValueError, match='two values'):
+    augment.AugmentConfig(box_shift_mean=(0.1,))

@@ -52,25 +52,41 @@ def test_predict_maps_view_points_to_image_pixels():
                                square[:2] + points * (square[2] - square[0]))
 
 
-def test_refine_runs_again_on_the_first_landmark_box():
-  points = np.random.default_rng(1).uniform(0.2, 0.8, (68, 2))
-  seen = []
-
+def _constant_landmarker(points, seen):
   def views_fn(views):
     seen.append(len(views))
     return np.broadcast_to(points, (len(views), 68, 2))
 
-  landmarker = landmarker_lib.Landmarker(views_fn, 32, 1.25)
+  return landmarker_lib.Landmarker(views_fn, 32, 1.25)
+
+
+def test_refine_runs_on_the_landmark_box_until_it_settles():
+  # Points spanning 0.1..0.9 of the view: a 1.25 view of their box is the
+  # same view, so the second pass changes nothing and refining stops there.
+  rng = np.random.default_rng(1)
+  points = np.concatenate([[[0.1, 0.1], [0.9, 0.9]],
+                           rng.uniform(0.2, 0.8, (66, 2))])
+  seen = []
+  landmarker = _constant_landmarker(points, seen)
   image = np.zeros((120, 160, 3), np.uint8)
   box = np.array([[10.0, 20.0, 50.0, 80.0]])
   first = landmarker.predict(image, box)
   refined = landmarker.predict(image, box, refine=True)
   np.testing.assert_allclose(
       refined, landmarker.predict(image, [geometry.landmark_box(first[0])]))
-  assert seen == [1, 1, 1, 1]
+  assert seen == [1, 1, 1, 1]  # first; first + one refine; the check
 
 
-@pytest.mark.parametrize('boxes', [[], np.zeros((0, 4))])
+def test_refine_stops_after_the_most_passes():
+  # Points in 0.2..0.8 of the view: each pass shrinks the box by 0.75.
+  points = np.random.default_rng(1).uniform(0.2, 0.8, (68, 2))
+  seen = []
+  landmarker = _constant_landmarker(points, seen)
+  landmarker.predict(np.zeros((120, 160, 3), np.uint8),
+                     [[10.0, 20.0, 50.0, 80.0]], refine=True)
+  assert len(seen) == 1 + landmarker_lib.MAX_REFINE_PASSES
+
+
 def test_no_boxes_no_model_call(boxes):
   landmarker = landmarker_lib.Landmarker(lambda views: 1 / 0, 32, 1.25)
   got = landmarker.predict(np.zeros((8, 8, 3), np.uint8), boxes, refine=True)

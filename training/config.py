@@ -64,6 +64,19 @@ class TrainConfig:
   saturation: float = option(0.3, 'Augmentation: saturation jitter.')
   occlusion: float = option(0.0, 'Augmentation: probability of a random '
                             'occluding box.')
+  box_jitter: float = option(0.0, 'Augmentation: share of views built on a '
+                             'detector-like box instead of --box (with the '
+                             'four --box_* statistics below).')
+  box_shift_mean: tuple[float, ...] = option(
+      (0.0, 0.0), 'Detector box centre minus landmark box centre (x, y), in '
+      'units of the landmark box size sqrt(w*h): mean.')
+  box_shift_std: tuple[float, ...] = option((0.0, 0.0), 'The same: '
+                                            'deviation.')
+  box_log_scale_mean: tuple[float, ...] = option(
+      (0.0, 0.0), 'log(detector box side / landmark box side) for (w, h): '
+      'mean.')
+  box_log_scale_std: tuple[float, ...] = option((0.0, 0.0), 'The same: '
+                                                'deviation.')
   eval_every: int = option(2000, 'Validate every this many steps.')
   checkpoint_every: int = option(1000, 'Save a checkpoint every this many '
                                  'steps.')
@@ -87,7 +100,11 @@ class TrainConfig:
         max_rotation=self.max_rotation, min_scale=self.min_scale,
         max_scale=self.max_scale, max_shift=self.max_shift, flip=self.flip,
         brightness=self.brightness, contrast=self.contrast,
-        saturation=self.saturation, occlusion=self.occlusion)
+        saturation=self.saturation, occlusion=self.occlusion,
+        box_jitter=self.box_jitter, box_shift_mean=self.box_shift_mean,
+        box_shift_std=self.box_shift_std,
+        box_log_scale_mean=self.box_log_scale_mean,
+        box_log_scale_std=self.box_log_scale_std)
 
 
 def validate_config(cfg):
@@ -131,4 +148,4 @@ def validate_config(cfg):
     cfg.augment_config()
   except ValueError as e:
     raise ValueError(f'augmentation flags (--min_scale, --max_scale, '
-                     f'--max_rotation, ...): {e}') from e
+                     f'--max_rotation, --box_jitter, ...): {e}') from e

@@ -1,0 +1,63 @@
+"""The whole path on whole photos: detector, boxes, landmarks, as users run it.
+
+Each annotated face is matched to one detection: the detection whose predicted
+landmarks' tight box overlaps the face's true landmark box by IoU >=
+MATCH_IOU (one to one, best pairs first). A face without one is missed: it
+counts in the failure rate and the CED as a failure (error inf), and not in
+the NME of found faces.
+"""
+
+import dataclasses
+
+import cv2
+import numpy as np
+
+from live import detectors
+from model import metrics
+from pipeline import geometry
+
+MATCH_IOU = 0.5
+
+
+@dataclasses.dataclass
+class PhotoResults:
+  """Per annotated face, in sample order."""
+  nme: np.ndarray        # [N], inf where missed
+  found: np.ndarray      # [N] bool
+  subsets: list
+  sources: list
+  photos: int
+  detections: int        # every detection, matched or not
+
+
+def landmark_boxes(landmarks):
+  return np.array([geometry.landmark_box(p) for p in landmarks]).reshape(-1, 4)
+
+
+def photo_results(landmarker, detect, samples, refine=True,
+                  normalization='outer_eye'):
+  """Runs `detect` (BGR -> detectors.Detections) and the landmarker on every
+  sample's whole image; scores every annotated face."""
+  errors, found, subsets, names = [], [], [], []
+  photos = detections = 0
+  for sample in samples:
+    boxes = detect(cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR)).boxes
+    predicted = landmarker.predict(sample.image, boxes, refine=refine)
+    matches = detectors.match(landmark_boxes(predicted),
+                              landmark_boxes(sample.landmarks), MATCH_IOU)
+    hit = matches >= 0
+    face_errors = np.full(len(matches), np.inf)
+    if hit.any():
+      face_errors[hit] = metrics.nme(predicted[matches[hit]],
+                                     sample.landmarks[hit],
+                                     normalization).numpy()
+    errors.extend(face_errors)
+    found.extend(hit)
+    subsets += [sample.subset] * len(matches)
+    names += [sample.source] * len(matches)
+    photos += 1
+    detections += len(boxes)
+  if not errors:
+    raise ValueError('no faces to evaluate')
+  return PhotoResults(np.array(errors), np.array(found), subsets, names,
+                      photos, detections)
