@@ -5,6 +5,7 @@ landmarks in the input view normalised to [0, 1] (corner coordinates / S).
 """
 
 import os
+import socket
 
 import keras
 
@@ -26,11 +27,31 @@ def imagenet_weights_path(alpha, input_size):
   return os.path.join(keras_home, 'models', name)
 
 
-def resolve_init_weights(alpha, input_size, weights_file=None, log=print):
-  """The backbone weights file to load, or None for random initialisation.
+# Where Keras fetches its ImageNet weights from, and how long to wait for it.
+IMAGENET_HOST = ('storage.googleapis.com', 443)
+CONNECT_TIMEOUT = 3.0
+RANDOM = 'none'  # --init_weights=none: random initialisation, on purpose.
 
-  Never downloads: the machine may have no route to the weights' host.
+
+def _reachable(address, timeout):
+  try:
+    socket.create_connection(address, timeout=timeout).close()
+    return True
+  except OSError:
+    return False
+
+
+def resolve_init_weights(alpha, input_size, weights_file=None, log=print):
+  """The backbone weights to load: a file, 'imagenet' or None (random).
+
+  A file given is used (an error if missing); 'none' means random. Otherwise
+  the ImageNet file in the Keras cache, else 'imagenet' (Keras downloads it)
+  when its host answers within CONNECT_TIMEOUT, else random weights with a
+  line saying so: an offline machine fails fast instead of hanging.
   """
+  if weights_file == RANDOM:
+    log('Backbone: random initialisation (--init_weights=none).')
+    return None
   if weights_file:
     if not os.path.isfile(weights_file):
       raise FileNotFoundError(f'--init_weights: no such file {weights_file!r}')
@@ -40,8 +61,12 @@ def resolve_init_weights(alpha, input_size, weights_file=None, log=print):
   if os.path.isfile(cached):
     log(f'Backbone: ImageNet weights from the Keras cache, {cached}.')
     return cached
-  log(f'Backbone: random initialisation (no ImageNet weights at {cached} and '
-      'no --init_weights file; nothing is downloaded).')
+  if _reachable(IMAGENET_HOST, CONNECT_TIMEOUT):
+    log(f'Backbone: ImageNet weights, downloaded by Keras to {cached}.')
+    return 'imagenet'
+  log(f'Backbone: random initialisation: no ImageNet weights at {cached}, '
+      f'{IMAGENET_HOST[0]} unreachable and no --init_weights file (offline: '
+      'convert them with `python -m model.convert_imagenet`, BUILD.md).')
   return None
 
 

@@ -1,5 +1,7 @@
 """The network, its losses and the NME metric."""
 
+import socket
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -116,6 +118,30 @@ def test_init_weights_without_cache_says_random(tmp_path, monkeypatch):
   assert 'random initialisation' in said[0]
   with pytest.raises(FileNotFoundError, match='--init_weights'):
     network.resolve_init_weights(1.0, 112, str(tmp_path / 'missing.h5'))
+
+
+def test_init_weights_offline_fails_fast_and_none_is_random(tmp_path,
+                                                            monkeypatch):
+  # An address that refuses at once stands for the unreachable host (this
+  # machine has no route to it either; a user's machine usually has).
+  monkeypatch.setenv('KERAS_HOME', str(tmp_path))
+  with socket.socket() as closed:
+    closed.bind(('127.0.0.1', 0))
+    address = closed.getsockname()
+  monkeypatch.setattr(network, 'IMAGENET_HOST', address)
+  said = []
+  assert network.resolve_init_weights(1.0, 112, log=said.append) is None
+  assert 'unreachable' in said[0] and 'convert_imagenet' in said[0]
+  # An answering host means Keras may download.
+  with socket.socket() as server:
+    server.bind(('127.0.0.1', 0))
+    server.listen()
+    monkeypatch.setattr(network, 'IMAGENET_HOST', server.getsockname())
+    assert network.resolve_init_weights(1.0, 112, log=said.append) == (
+        'imagenet')
+  assert network.resolve_init_weights(1.0, 112, 'none',
+                                      log=said.append) is None
+  assert '--init_weights=none' in said[-1]
 
 
 def test_init_weights_from_keras_cache_are_loaded(tmp_path, monkeypatch):

@@ -42,9 +42,10 @@ class TrainConfig:
   bn_momentum: float = option(
       0.99, 'BatchNorm moving-average momentum (Keras builds MobileNetV2 with '
       '0.999, too slow for short runs).')
-  init_weights: str = option('', 'Backbone weights file (.h5). Default: the '
-                             'Keras cache if it has the ImageNet file, else '
-                             'random.')
+  init_weights: str = option('', 'Backbone weights file (legacy Keras .h5, '
+                             'e.g. from `python -m model.convert_imagenet`). '
+                             'Default: the Keras cache if it has the ImageNet '
+                             'file, else random.')
   view_scale: float = option(1.25, 'Network view side / face-box side.')
   box: str = option('landmarks', 'Face box the view is built on: the tight '
                     'landmark box (300-W convention) or the annotation box.',
