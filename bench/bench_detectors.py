@@ -7,6 +7,7 @@ each frames faces compared with the tight landmark box.
 --data_dir holds photos with one 300-W .pts file per annotated face (the
 'pts' layout of pipeline/sources.py); --split=val takes the photos of the
 training split's val share (sources.load's hash split, val_fraction 0.1),
+--split=train the rest (what a landmarker is trained on),
 --split=all every photo. Each detector runs as the webcam makes it
 (detectors.make_detector) on the decoded BGR photo. An annotated face is found
 when a detection overlaps its tight landmark box by IoU >= 0.3
@@ -42,13 +43,14 @@ from live import detectors
 from live.errors import WebcamError
 from pipeline import sources
 
-SPLITS = ('val', 'all')
+SPLITS = ('val', 'train', 'all')
 
 
 def photos(data_dir, split):
   """[(image path, [Face])]: the split's faces grouped per photo, by path."""
   dataset = sources.load(data_dir, 'pts')
-  faces = dataset.val if split == 'val' else dataset.train + dataset.val
+  faces = {'val': dataset.val, 'train': dataset.train,
+           'all': dataset.train + dataset.val}[split]
   by_photo = collections.defaultdict(list)
   for face in faces:
     by_photo[face.image_path].append(face)

@@ -53,6 +53,8 @@ class EvalConfig:
   refine: Optional[bool] = option(
       None, "Refine passes on the previous pass's landmark box (default: on "
       'in photo mode, off for the tight-box protocol).')
+  flip: bool = option(False, 'Test-time flip: average with the prediction '
+                      'on the mirrored view (twice the network time).')
   overlays: int = option(0, 'Draw this many faces with true and predicted '
                          'points (needs --output_dir).')
   num_threads: Optional[int] = option(None, 'TF Lite interpreter threads.')
@@ -70,13 +72,14 @@ class Results:
 
 
 def predict_samples(landmarker, samples, refine=False,
-                    normalization='outer_eye', keep=0):
+                    normalization='outer_eye', keep=0, flip=False):
   """Runs the landmarker on every face; keeps the samples of `keep` faces."""
   predicted, true, subsets, names, kept = [], [], [], [], []
   for sample in samples:
     if len(true) < keep:
       kept.append(sample)
-    predicted.extend(landmarker.predict(sample.image, sample.boxes, refine))
+    predicted.extend(landmarker.predict(sample.image, sample.boxes, refine,
+                                        flip))
     true.extend(sample.landmarks)
     subsets += [sample.subset] * len(sample.landmarks)
     names += [sample.source] * len(sample.landmarks)
@@ -158,12 +161,13 @@ def evaluate(cfg, log=print, progress=False):
     results = photos_lib.photo_results(
         landmarker, detectors.make_detector(cfg.detector, cfg.num_threads),
         tqdm.tqdm(samples, unit='photo', disable=not progress), refine,
-        cfg.normalization)
+        cfg.normalization, cfg.flip)
     found = results.found
   else:
     results = predict_samples(landmarker, tqdm.tqdm(
         samples, unit='image', disable=not progress), refine,
-                              cfg.normalization, keep=cfg.overlays)
+                              cfg.normalization, keep=cfg.overlays,
+                              flip=cfg.flip)
     found = None
   masks = report_lib.groups(results.subsets)
   group_summaries = {name: report_lib.summarize(
@@ -180,6 +184,7 @@ def evaluate(cfg, log=print, progress=False):
       'detector': cfg.detector,
       'normalization': cfg.normalization,
       'refine': refine,
+      'flip': cfg.flip,
       'groups': group_summaries,
       # A missed face (photo mode) has no NME: null.
       'faces': [{'source': s, 'subset': g,

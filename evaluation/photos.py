@@ -35,14 +35,15 @@ def landmark_boxes(landmarks):
 
 
 def photo_results(landmarker, detect, samples, refine=True,
-                  normalization='outer_eye'):
+                  normalization='outer_eye', flip=False):
   """Runs `detect` (BGR -> detectors.Detections) and the landmarker on every
   sample's whole image; scores every annotated face."""
   errors, found, subsets, names = [], [], [], []
   photos = detections = 0
   for sample in samples:
     boxes = detect(cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR)).boxes
-    predicted = landmarker.predict(sample.image, boxes, refine=refine)
+    predicted = landmarker.predict(sample.image, boxes, refine=refine,
+                                   flip=flip)
     matches = detectors.match(landmark_boxes(predicted),
                               landmark_boxes(sample.landmarks), MATCH_IOU)
     hit = matches >= 0

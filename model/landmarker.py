@@ -378,13 +378,23 @@ class Landmarker:
   def from_keras(cls, model, input_size, view_scale):
     return cls(_keras_views_fn(model), input_size, view_scale)
 
-  def predict_views(self, views):
-    """uint8 views [N, S, S, 3] -> normalised landmarks [N, 68, 2]."""
+  def predict_views(self, views, flip=False):
+    """uint8 views [N, S, S, 3] -> normalised landmarks [N, 68, 2].
+
+    flip: also predict on the mirrored views and average, the mirrored
+    points mapped back (x -> 1 - x) and re-indexed (left eye <-> right eye).
+    """
     if not len(views):
       return np.zeros((0, geometry.NUM_LANDMARKS, 2), np.float32)
-    return np.asarray(self._views_fn(np.asarray(views, np.float32) / 255.0))
+    views = np.asarray(views, np.float32) / 255.0
+    if not flip:
+      return np.asarray(self._views_fn(views))
+    both = np.asarray(self._views_fn(np.concatenate([views, views[:, :, ::-1]])))
+    direct, mirrored = both[:len(views)], both[len(views):]
+    mirrored = mirrored[:, list(geometry.MIRROR_PERMUTATION)] * [-1, 1] + [1, 0]
+    return (direct + mirrored) / 2
 
-  def predict(self, image, boxes, refine=False):
+  def predict(self, image, boxes, refine=False, flip=False):
     """Landmarks [K, 68, 2] (image corner coordinates) of faces in `boxes`.
 
     Args:
@@ -398,22 +408,24 @@ class Landmarker:
         detector's boxes differ in shape and place from the boxes the net was
         trained on (300-W's tight landmark boxes): later passes see views
         framed like its training views.
+      flip: average with the prediction on the mirrored view (test-time
+        flip: twice the network time).
 
     Raises:
       ValueError: an image or a box it does not take, saying what is wrong.
     """
     image = as_rgb_uint8(image)
     boxes = check_boxes(boxes, image.shape)
-    landmarks = self._predict_once(image, boxes)
+    landmarks = self._predict_once(image, boxes, flip)
     for _ in range(MAX_REFINE_PASSES if refine and len(landmarks) else 0):
       tight = np.array([geometry.landmark_box(p) for p in landmarks])
       if settled(boxes, tight):
         break
       boxes = tight
-      landmarks = self._predict_once(image, boxes)
+      landmarks = self._predict_once(image, boxes, flip)
     return landmarks
 
-  def _predict_once(self, image, boxes):
+  def _predict_once(self, image, boxes, flip):
     squares = views_lib.view_squares(boxes, self.view_scale)
     views = views_lib.crop_views(image, squares, self.input_size)
-    return views_lib.from_views(self.predict_views(views), squares)
+    return views_lib.from_views(self.predict_views(views, flip), squares)

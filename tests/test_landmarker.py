@@ -377,3 +377,27 @@ def comparison(nmes):
 def test_fastest_equivalent_file(nmes, present, expected):
   assert landmarker_lib.fastest_equivalent(comparison(nmes),
                                            present) == expected
+
+
+def test_flip_averages_with_the_mirrored_view():
+  # A net that sees a bright left half: points it places on that half's side
+  # of its view. The mirrored view moves them to the other side; mapped back
+  # and re-indexed, they agree with the direct ones only if x -> 1 - x and
+  # the permutation are applied.
+  rng = np.random.default_rng(2)
+  base = rng.uniform(0.2, 0.8, (68, 2))
+
+  def views_fn(views):
+    left_brighter = views[:, :, :views.shape[2] // 2].mean(axis=(1, 2, 3)) > (
+        views[:, :, views.shape[2] // 2:].mean(axis=(1, 2, 3)))
+    out = np.broadcast_to(base, (len(views), 68, 2)).copy()
+    mirrored = base[list(geometry.MIRROR_PERMUTATION)] * [-1, 1] + [1, 0]
+    out[~left_brighter] = mirrored
+    return out
+
+  landmarker = landmarker_lib.Landmarker(views_fn, 32, 1.25)
+  image = np.zeros((64, 64, 3), np.uint8)
+  image[:, :32] = 200
+  box = [[8.0, 8.0, 56.0, 56.0]]
+  np.testing.assert_allclose(landmarker.predict(image, box, flip=True),
+                             landmarker.predict(image, box), atol=1e-9)
