@@ -1,5 +1,6 @@
 """One Euro filter: landmark jitter removed across frames, with little lag."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -15,8 +16,8 @@ class OneEuroFilter:
   """One Euro filter (Casiez et al., CHI 2012) for [..., 2] points.
 
   A low-pass whose cutoff rises with each point's speed: still points are
-  smoothed hard (no jitter), moving ones lightly (little lag). Reset when the
-  array's shape changes (a face appeared or left).
+  smoothed hard (no jitter), moving ones lightly (little lag). Starts afresh
+  when the points' shape changes.
   """
 
   def __init__(self, min_cutoff=1.0, beta=0.05, d_cutoff=1.0):
@@ -37,3 +38,25 @@ class OneEuroFilter:
     smoothed = a * points + (1 - a) * previous
     self._previous = (t, smoothed, velocity)
     return smoothed
+
+
+class FaceSmoother:
+  """A OneEuroFilter per face id (live/tracking.py's tracks).
+
+  Called with each frame's faces (anything with `id` and `landmarks`, such
+  as live/finder.py's Face): a new id gets a new filter, and the filter of an
+  id missing from a frame is dropped (track ids are never reused), so each
+  filter follows one face whatever the faces' order.
+  """
+
+  def __init__(self, min_cutoff=1.0, beta=0.05):
+    self.min_cutoff, self.beta = min_cutoff, beta
+    self.filters = {}  # id -> OneEuroFilter
+
+  def __call__(self, faces, t):
+    """`faces` with smoothed landmarks."""
+    self.filters = {face.id: self.filters.get(face.id) or OneEuroFilter(
+        self.min_cutoff, self.beta) for face in faces}
+    return [dataclasses.replace(
+        face, landmarks=self.filters[face.id](face.landmarks, t))
+            for face in faces]

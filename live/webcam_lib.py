@@ -1,16 +1,23 @@
-"""Live landmarks: camera, video or photo in; annotated frames and JSON out.
+"""Live landmarks: camera, video, photo or folder of photos in; annotated
+frames and JSON out.
 
 `run(WebcamConfig(...))` is what webcam.py runs. Source, outputs, detector,
 window and model are checked before the first frame; at the end each output
-is written whatever happened to the other, and both are reported.
+is written whatever happened to the other, and both are reported. Every
+source goes through one loop over media.Source's (index, time, name, frame).
 
-The landmarker runs twice per face by default (`refine`): Haar boxes are
-framed differently from the tight landmark boxes the net was trained on, and
-the second pass sees a view framed like its training views. `smoothing`
-applies a One Euro filter to every point across frames.
+Photos (one, or each of a folder's) are independent: detector, then
+landmarks (live/finder.py). Video and camera frames are followed
+(live/tracking.py): each face keeps an id, its box comes from its last
+landmarks, and the detector runs every `detect_every` frames or when a track
+looks lost; `smoothing` applies a One Euro filter per face id.
 
-JSON landmarks are in corner coordinates: pixel (i, j) covers [i, i+1) x
-[j, j+1) (pipeline/geometry.py).
+JSON landmarks and boxes are in corner coordinates: pixel (i, j) covers
+[i, i+1) x [j, j+1) (pipeline/geometry.py). A video, camera or image gives
+{..., 'frames': [{'frame', 'time', 'faces'}]}; a folder {..., 'images':
+[{'image': relative path, 'faces'}], 'skipped': [relative paths OpenCV could
+not read]}. A face is live/finder.py's Face.as_dict(): 'id' (video and
+camera), 'box', 'score', 'landmarks' [68][2], 'pose' (with --pose).
 """
 
 import contextlib
@@ -20,124 +27,175 @@ import os
 import time
 from typing import Optional
 
-import cv2
-import numpy as np
+import tqdm
 
 from cli.config_flags import option
 from live import detectors
+from live import finder as finder_lib
 from live import media
 from live import overlay
 from live import smoothing as smoothing_lib
+from live import tracking
 from live.errors import WebcamError
 from model import landmarker as landmarker_lib
-
-DEFAULT_MODEL = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'pretrained')
 
 
 @dataclasses.dataclass
 class WebcamConfig:
-  source: str = option('0', 'Camera index, video file or image.')
-  model: str = option(DEFAULT_MODEL, 'Export folder (SavedModel) or a .tflite '
-                      'file in it.')
+  source: str = option('0', 'Camera index, video file, image, or a folder: '
+                       'every image in it and its subfolders, in the order '
+                       'of their relative paths.')
+  model: str = option(landmarker_lib.SHIPPED_MODEL, 'Export folder '
+                      '(SavedModel) or a .tflite file in it.')
   output: Optional[str] = option(None, 'Annotated image (.jpg, .png) or video '
-                                 '(.mp4, .avi).')
-  json: Optional[str] = option(None, 'Landmarks of every frame, as JSON.')
+                                 '(.mp4, .avi); for a folder --source, a '
+                                 'folder (created if its parent exists) '
+                                 'given the same relative paths.')
+  json: Optional[str] = option(None, 'Faces of every frame or image, as '
+                               'JSON.')
   headless: bool = option(False, 'No window (servers, '
                           'opencv-python-headless).')
-  detector: str = option('haar', "haar: OpenCV's cascade; full_frame: each "
-                         'frame is one face box.', detectors.DETECTORS)
-  refine: bool = option(True, "Second landmark pass on the first pass's "
-                        'landmark box.')
-  smoothing: bool = option(False, 'One Euro filter on the points across '
-                           'frames.')
+  detector: str = option(detectors.DEFAULT_DETECTOR, 'blazeface: '
+                         "MediaPipe's short-range BlazeFace; blazeface_full: "
+                         "its full-range model (small faces); haar: OpenCV's "
+                         'cascade; full_frame: each frame is one face box.',
+                         detectors.DETECTORS)
+  refine: bool = option(True, "Rerun the landmarker on its landmarks' box "
+                        'until the box settles.')
+  pose: bool = option(False, 'Head pose (yaw, pitch, roll) of every face, in '
+                      'the JSON and drawn as axes.')
+  track: bool = option(True, 'Video and camera: follow each face from its '
+                       'last landmarks, with an id; the detector only finds '
+                       'faces (see --detect_every). Off: detect every frame.')
+  detect_every: int = option(10, 'Tracking: run the detector every this many '
+                             'frames (and whenever a face looks lost).')
+  smoothing: bool = option(False, 'Video and camera: One Euro filter on each '
+                           "face's points across frames.")
   min_cutoff: float = option(1.0, 'Smoothing: cutoff (Hz) of still points; '
                              'lower is smoother.')
   beta: float = option(0.05, 'Smoothing: cutoff rise per pixel/s of speed; '
                        'higher lags less.')
   num_threads: Optional[int] = option(None, 'TF Lite interpreter threads.')
-  max_frames: Optional[int] = option(None, 'Stop after this many frames.')
+  max_frames: Optional[int] = option(None, 'Stop after this many frames or '
+                                     'images.')
 
 
 COORDINATES = 'corner: pixel (i, j) covers [i, i+1) x [j, j+1)'
+FOLLOWED = ('video', 'camera')  # Source kinds whose frames are one scene.
 
 
 class FrameRate:
-  """Frames per second, smoothed: an exponential average of per-frame rates."""
+  """Frames per second: `fps` smoothed (an exponential average of per-frame
+  rates, drawn live) and `mean` over every frame after the first."""
 
   def __init__(self):
-    self.fps = None
+    self.fps = self.mean = self._first = None
     self._tick = time.perf_counter()
+    self._later = 0  # frames after the first
 
   def tick(self):
     """Call once per frame; returns the smoothed rate."""
     now = time.perf_counter()
     rate = 1.0 / max(now - self._tick, 1e-9)
     self.fps = rate if self.fps is None else 0.9 * self.fps + 0.1 * rate
+    # The first frame's time is the model's start-up: left out of the mean.
+    if self._first is None:
+      self._first = now
+    else:
+      self._later += 1
+      self.mean = self._later / max(now - self._first, 1e-9)
     self._tick = now
     return self.fps
 
 
-def frame_record(index, t, boxes, landmarks):
-  """One frame's entry in the JSON 'frames' list."""
-  return {'frame': index, 'time': round(t, 4), 'faces': [
-      {'box': box.tolist(), 'landmarks': np.round(points, 3).tolist()}
-      for box, points in zip(boxes, landmarks)]}
+def check_config(config):
+  """Raises for a flag that cannot work, before anything opens: no
+  --model (FileNotFoundError), a --detect_every below 1 (WebcamError)."""
+  if not os.path.exists(config.model):
+    raise FileNotFoundError(
+        f'no model at {config.model}: export one with `python export.py '
+        '--workdir=RUN --export_dir=DIR` and pass --model=DIR (or a .tflite '
+        'file in it)')
+  if config.detect_every < 1:
+    raise WebcamError(f'--detect_every must be at least 1, got '
+                      f'{config.detect_every}')
 
 
-def json_document(config, records):
+def frame_record(kind, index, t, name, faces):
+  """One frame's (or a folder image's) JSON record."""
+  where = ({'image': name} if kind == 'folder'
+           else {'frame': index, 'time': round(t, 4)})
+  return {**where, 'faces': [face.as_dict() for face in faces]}
+
+
+def json_document(config, finder, source, records):
+  """The JSON output: the settings, then the records (module docstring)."""
+  items = 'images' if source.kind == 'folder' else 'frames'
+  extra = {'skipped': source.skipped} if source.kind == 'folder' else {}
   return {'source': config.source, 'model': config.model,
-          'detector': config.detector, 'refine': config.refine,
-          'smoothing': config.smoothing, 'coordinates': COORDINATES,
-          'frames': records}
+          'model_file': finder.model_file, 'detector': config.detector,
+          'refine': config.refine, 'pose': config.pose,
+          'track': config.track and source.kind in FOLLOWED,
+          'detect_every': config.detect_every,
+          'smoothing': config.smoothing and source.kind in FOLLOWED,
+          'coordinates': COORDINATES, items: records, **extra}
 
 
-def _load_landmarker(config, log):
-  landmarker = landmarker_lib.Landmarker.load(config.model, config.num_threads)
-  # Landmarker.load may pick a file inside a folder: name the one it used.
-  if getattr(landmarker, 'source', None):
-    log(f'Model: {landmarker.source}')
-  return landmarker
-
-
-def _track(config, frames, find_faces, landmarker, video, window, log):
-  """The frame loop: (JSON frame records, frame rate). The rate is None for a
-  photo: its one frame would time the model's start-up."""
-  smoother = (smoothing_lib.OneEuroFilter(config.min_cutoff, config.beta)
+def faces_function(config, finder, kind):
+  """(BGR frame, time) -> [finder.Face] for a source of `kind`: each photo on
+  its own; video and camera frames tracked (ids; smoothed if asked)."""
+  if kind not in FOLLOWED:
+    return lambda frame, t: finder.find(frame, bgr=True, pose=config.pose)
+  tracker = tracking.Tracker(finder, config.detect_every, follow=config.track)
+  smoother = (smoothing_lib.FaceSmoother(config.min_cutoff, config.beta)
               if config.smoothing else None)
-  meter = None if frames.kind == 'image' else FrameRate()
+
+  def faces(frame, t):
+    found = tracker.step(frame)
+    if smoother:
+      found = smoother(found, t)
+    return (finder_lib.with_poses(found, frame.shape[:2]) if config.pose
+            else found)
+
+  return faces
+
+
+def _loop(config, source, faces_of, output, window, log):
+  """The frame loop: (JSON records, mean frame rate). The rate is None for
+  photos: it would time the model's start-up, or unrelated images."""
+  meter = FrameRate() if source.kind in FOLLOWED else None
   records = []
+  # Closed on leaving: a progress bar inside ends with it.
+  frames = iter(source)
   try:
-    for index, t, frame in frames:
-      boxes = detectors.left_to_right(find_faces(frame))
-      landmarks = landmarker.predict(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB),
-                                     boxes, refine=config.refine)
-      if smoother:
-        landmarks = smoother(landmarks, t)
-      records.append(frame_record(index, t, boxes, landmarks))
+    for index, t, name, frame in frames:
+      faces = faces_of(frame, t)
+      records.append(frame_record(source.kind, index, t, name, faces))
       fps = meter.tick() if meter else None
-      if video or window:
-        annotated = overlay.annotate(frame, boxes, landmarks, fps)
-      if video:
-        video.write(annotated)
+      if output or window:
+        annotated = overlay.annotate(frame, faces, fps)
+      if output:
+        output.write(annotated, name)
       if window and not window.show(annotated):
         break
       if config.max_frames and len(records) >= config.max_frames:
         break
   except KeyboardInterrupt:
     log('Interrupted: writing what was processed.')
-  return records, meter.fps if meter else None
+  finally:
+    frames.close()
+  return records, meter.mean if meter else None
 
 
-def _save(config, video, records):
+def _save(config, output, document):
   """Writes the image output and the JSON, each whatever the other did:
   (paths written, error messages)."""
   outputs = []
-  if video:
-    outputs.append(('--output', config.output, video.save))
+  if output:
+    outputs.append(('--output', config.output, output.save))
   if config.json:
     outputs.append(('--json', config.json, functools.partial(
-        media.write_json, config.json, json_document(config, records))))
+        media.write_json, config.json, document)))
   written, failures = [], []
   for flag, path, save in outputs:
     try:
@@ -149,32 +207,45 @@ def _save(config, video, records):
 
 
 def run(config, log=print):
-  """Detects faces and landmarks frame by frame; returns a summary dict."""
-  if not os.path.exists(config.model):
-    raise FileNotFoundError(
-        f'no model at {config.model}: export one with `python export.py '
-        '--workdir=RUN --export_dir=DIR` and pass --model=DIR (or a .tflite '
-        'file in it)')
+  """Finds faces and landmarks frame by frame; returns a summary dict:
+  'frames' (or images) processed, 'frames_with_faces', 'fps' (video and
+  camera), 'skipped' (folder images not read), 'stopped' (why a video or
+  camera ended early, else None)."""
+  check_config(config)
   if config.headless and not (config.output or config.json):
     log('Headless without --output or --json: the results are not kept.')
-  with media.Source(config.source) as frames, (
+
+  def warn(message):
+    with tqdm.tqdm.external_write_mode():
+      log(f'Warning: {message}')
+
+  with media.Source(config.source, warn, progress=True) as source, (
       contextlib.nullcontext() if config.headless else media.Window()
   ) as window:
     if config.output:
-      media.check_output(config.output, frames.kind)
+      media.check_output(config.output, source)
     if config.json:
       media.check_writable(config.json, '--json')
-    find_faces = detectors.make_detector(config.detector)
-    landmarker = _load_landmarker(config, log)
-    with (media.Output(config.output, frames.size, frames.fps)
-          if config.output else contextlib.nullcontext()) as video:
-      records, fps = _track(config, frames, find_faces, landmarker, video,
-                            window, log)
-  written, failures = _save(config, video, records)
+    finder = finder_lib.FaceFinder.load(config.model, config.detector,
+                                        config.num_threads, config.refine)
+    # Landmarker.load may pick a file inside a folder: name the one it used.
+    log(f'Model: {finder.model_file}')
+    with (media.open_output(config.output, source) if config.output
+          else contextlib.nullcontext()) as output:
+      records, fps = _loop(config, source, faces_function(
+          config, finder, source.kind), output, window, log)
+  if source.stopped:
+    warn(f'{source.stopped}; keeping the {len(records)} frames read')
+  written, failures = _save(config, output,
+                            json_document(config, finder, source, records))
   summary = {'frames': len(records),
              'frames_with_faces': sum(bool(r['faces']) for r in records),
-             'fps': None if fps is None else round(fps, 2)}
-  log(f'{summary["frames"]} frames, {summary["frames_with_faces"]} with faces'
+             'fps': None if fps is None else round(fps, 2),
+             'skipped': len(source.skipped), 'stopped': source.stopped}
+  unit = 'images' if source.kind == 'folder' else 'frames'
+  log(f'{summary["frames"]} {unit}, {summary["frames_with_faces"]} with faces'
+      + (f', {summary["skipped"]} unreadable skipped' if source.skipped
+         else '')
       + ('' if fps is None else f', {summary["fps"]} FPS')
       + ''.join(f'; wrote {path}' for path in written))
   if failures:

@@ -1,4 +1,5 @@
-"""The live package and webcam.py, headless on a generated video and photo."""
+"""The live package and webcam.py, headless: generated videos and photos with
+a tiny model, the bundled photo with the shipped one."""
 
 import json
 import os
@@ -18,6 +19,7 @@ from model import landmarker as landmarker_lib
 from pipeline import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PHOTO = os.path.join(REPO, 'assets', 'eileen_collins_nasa.jpg')
 FRAMES, WIDTH, HEIGHT = 10, 160, 120
 
 
@@ -52,7 +54,12 @@ def _read_json(path):
 
 def _no_faces(frame):
   del frame
-  return np.zeros((0, 4))
+  return detectors.Detections(np.zeros((0, 4)), np.zeros(0))
+
+
+def _no_faces_detector(name, num_threads=None):
+  del name, num_threads
+  return _no_faces
 
 
 def _command_line(*args):
@@ -71,13 +78,16 @@ def test_video_headless(setup, tmp_path):
   document = _read_json(landmarks)
   assert document['source'] == setup['video']
   assert document['detector'] == 'full_frame' and document['smoothing']
+  assert document['track'] and document['detect_every'] == 10
   frames = document['frames']
   assert [f['frame'] for f in frames] == list(range(FRAMES))
   assert frames[3]['time'] == pytest.approx(0.3)
   for frame in frames:
     (face,) = frame['faces']
-    assert face['box'] == [0, 0, WIDTH, HEIGHT]
+    assert list(face) == ['id', 'box', 'score', 'landmarks']
+    assert face['score'] == 1
     assert np.array(face['landmarks']).shape == (68, 2)
+  assert frames[0]['faces'][0]['box'] == [0, 0, WIDTH, HEIGHT]
   capture = cv2.VideoCapture(output)
   assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == FRAMES
   capture.release()
@@ -85,7 +95,8 @@ def test_video_headless(setup, tmp_path):
 
 def test_photo_headless_with_tflite(setup, tmp_path):
   output, landmarks = str(tmp_path / 'out.jpg'), str(tmp_path / 'lm.json')
-  model = os.path.join(setup['export_dir'], landmarker_lib.tflite_name('float32'))
+  model = os.path.join(setup['export_dir'],
+                       landmarker_lib.tflite_name('float32'))
   _run(setup, setup['photo'], model=model, output=output, json=landmarks,
        num_threads=1)
   (frame,) = _read_json(landmarks)['frames']
@@ -95,7 +106,7 @@ def test_photo_headless_with_tflite(setup, tmp_path):
 
 def test_frames_without_faces(setup, tmp_path, monkeypatch):
   landmarks = str(tmp_path / 'lm.json')
-  monkeypatch.setattr(detectors, 'make_detector', lambda name: _no_faces)
+  monkeypatch.setattr(detectors, 'make_detector', _no_faces_detector)
   summary = _run(setup, setup['video'], json=landmarks, smoothing=True)
   assert summary['frames_with_faces'] == 0
   assert [f['faces'] for f in _read_json(landmarks)['frames']] == [[]] * FRAMES
@@ -107,7 +118,7 @@ def test_haar_detector_or_a_clear_reason():
   except WebcamError as e:
     assert 'opencv-python-headless<5' in str(e)
     return
-  assert detect(np.zeros((HEIGHT, WIDTH, 3), np.uint8)).shape == (0, 4)
+  assert detect(np.zeros((HEIGHT, WIDTH, 3), np.uint8)).boxes.shape == (0, 4)
 
 
 def test_one_euro_filter():
@@ -131,7 +142,7 @@ def test_one_euro_filter():
 def test_missing_model_and_source(setup, tmp_path):
   with pytest.raises(FileNotFoundError, match='export.py'):
     _run(setup, setup['photo'], model=str(tmp_path / 'none'))
-  assert webcam_lib.DEFAULT_MODEL == os.path.join(REPO, 'pretrained')
+  assert webcam_lib.WebcamConfig().model == os.path.join(REPO, 'pretrained')
   with pytest.raises(WebcamError, match='missing.mp4'):
     _run(setup, str(tmp_path / 'missing.mp4'))
   with pytest.raises(WebcamError, match='--output'):
@@ -148,30 +159,30 @@ def test_window_without_gui_says_headless(setup):
 
 @pytest.mark.parametrize('source, says', [
     ('nope.avi', 'does not exist'),
-    ('', 'is a folder: folder input is not supported yet')])
+    ('', 'holds no images')])
 def test_command_line_says_what_is_wrong_in_one_line(tmp_path, source, says):
   code, last_line = _command_line(f'--model={tmp_path}',
                                   f'--source={tmp_path / source}')
   assert code != 0
   assert last_line.startswith(f'webcam: --source={tmp_path / source}')
-  assert says in last_line and 'or a camera index' in last_line
+  assert says in last_line and '.png' in last_line
 
 
 def test_sources_name_what_is_accepted(tmp_path):
   notes = tmp_path / 'notes.txt'
   notes.write_text('not a video')
-  for source, says in [(tmp_path, 'is a folder'),
-                       (tmp_path / 'gone.mp4', 'does not exist'),
-                       (notes, 'is neither an image, a video file nor')]:
+  for source, says in [(tmp_path / 'gone.mp4', 'does not exist'),
+                       (notes, 'is neither an image, a folder, a video file')]:
     with pytest.raises(WebcamError, match=says) as error:
       media.Source(str(source))
     assert f'--source={source}' in str(error.value)
     assert '.png' in str(error.value) and '.mp4' in str(error.value)
+    assert 'a folder of images' in str(error.value)
 
 
-def _fail_on_frames(name):
+def _fail_on_frames(name, num_threads=None):
   """A detector factory whose detector fails the test if any frame is seen."""
-  del name
+  del name, num_threads
 
   def detect(frame):
     raise AssertionError('a frame was processed before outputs were checked')
@@ -248,7 +259,7 @@ def test_json_is_written_whole_or_not_at_all(tmp_path):
 
 
 def test_frame_rate_only_for_video_and_camera(setup, tmp_path, monkeypatch):
-  monkeypatch.setattr(detectors, 'make_detector', lambda name: _no_faces)
+  monkeypatch.setattr(detectors, 'make_detector', _no_faces_detector)
   output, logged = str(tmp_path / 'out.png'), []
   summary = _run(setup, setup['photo'], output=output, log=logged.append)
   # Nothing found, nothing drawn: a photo's one frame would time the model's
@@ -273,3 +284,231 @@ def test_names_the_model_file_it_loaded(setup, monkeypatch):
   _run(setup, setup['photo'], log=logged.append)
   assert f'Model: {os.path.join(setup["export_dir"], "chosen.tflite")}' in (
       logged)
+
+
+# Folders of photos, with the shipped model and detector.
+
+
+def _shipped(source, log=lambda *_: None, **options):
+  """webcam_lib.run headless with the shipped model and BlazeFace."""
+  return webcam_lib.run(webcam_lib.WebcamConfig(
+      source=str(source), headless=True, num_threads=1, **options), log=log)
+
+
+@pytest.fixture(scope='module')
+def photos(tmp_path_factory):
+  """A folder: the bundled photo as JPEG, grey PNG, RGBA PNG, 16-bit PNG
+  (in a subfolder) and a broken file; not images beside them."""
+  folder = tmp_path_factory.mktemp('photos')
+  bgr = cv2.imread(PHOTO)
+  (folder / 'sub' / 'deeper').mkdir(parents=True)
+  (folder / '.hidden').mkdir()
+  cv2.imwrite(str(folder / 'b_colour.JPG'), bgr)
+  cv2.imwrite(str(folder / 'a_grey.png'), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+  cv2.imwrite(str(folder / 'sub' / 'rgba.png'),
+              cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA))
+  cv2.imwrite(str(folder / 'sub' / 'deeper' / 'deep16.png'),
+              bgr.astype(np.uint16) * 257)
+  (folder / 'sub' / 'broken.jpg').write_bytes(b'not a jpeg')
+  (folder / 'notes.txt').write_text('not an image')
+  cv2.imwrite(str(folder / '.hidden' / 'skip.png'), bgr)
+  return folder
+
+
+def test_a_folder_recursively_in_relative_path_order(photos, tmp_path):
+  output, landmarks = tmp_path / 'annotated', tmp_path / 'faces.json'
+  logged = []
+  summary = _shipped(photos, log=logged.append, output=str(output),
+                     json=str(landmarks), pose=True)
+  names = ['a_grey.png', 'b_colour.JPG', 'sub/deeper/deep16.png',
+           'sub/rgba.png']
+  assert summary['frames'] == summary['frames_with_faces'] == 4
+  assert summary['skipped'] == 1 and summary['fps'] is None
+  warnings = [line for line in logged if line.startswith('Warning')]
+  assert warnings == [f'Warning: skipped {photos / "sub" / "broken.jpg"}: '
+                      'OpenCV cannot read this image']
+  assert '4 images, 4 with faces, 1 unreadable skipped' in logged[-1]
+  document = _read_json(landmarks)
+  assert 'frames' not in document and document['skipped'] == ['sub/broken.jpg']
+  assert [r['image'] for r in document['images']] == names
+  faces = [r['faces'] for r in document['images']]
+  assert all(len(f) == 1 and list(f[0]) == ['box', 'score', 'landmarks',
+                                            'pose'] for f in faces)
+  colour = np.array(faces[1][0]['landmarks'])
+  for (face,) in faces:  # Grey, RGBA and 16-bit read as the colour JPEG.
+    assert np.abs(np.array(face['landmarks']) - colour).max() < 2
+  written = sorted(str(p.relative_to(output)) for p in output.rglob('*.*'))
+  assert written == sorted(names)
+  assert cv2.imread(str(output / 'sub' / 'rgba.png')).shape == (512, 512, 3)
+
+
+def test_a_huge_photo_in_a_folder(tmp_path):
+  folder, output = tmp_path / 'huge', tmp_path / 'out'
+  folder.mkdir()
+  huge = np.zeros((6000, 8000, 3), np.uint8)
+  huge[500:5620, 1000:6120] = cv2.resize(cv2.imread(PHOTO), (5120, 5120))
+  cv2.imwrite(str(folder / 'huge.jpg'), huge)
+  summary = _shipped(folder, output=str(output), json=str(tmp_path / 'f.json'))
+  assert summary['frames_with_faces'] == 1
+  assert cv2.imread(str(output / 'huge.jpg')).shape == (6000, 8000, 3)
+
+
+@pytest.mark.parametrize('files', [[], ['notes.txt', 'clip.mp4']])
+def test_a_folder_without_images_names_the_folder(tmp_path, files):
+  for name in files:
+    (tmp_path / name).write_text('x')
+  with pytest.raises(WebcamError, match=f'--source={tmp_path} holds no images'):
+    media.Source(str(tmp_path))
+
+
+@pytest.mark.parametrize('output, says', [
+    ('missing/out', 'folder .*missing does not exist'),
+    ('taken.txt', 'is a file but --source=.* is a folder'),
+    ('out.jpg', 'names a file but --source=.* is a folder'),
+    ('photos/annotated', 'is inside --source'),
+    ('photos', 'is inside --source'),
+])
+def test_an_output_folder_is_checked_before_the_first_image(
+    tmp_path, monkeypatch, output, says):
+  source = tmp_path / 'photos'
+  source.mkdir()
+  cv2.imwrite(str(source / 'a.png'), np.zeros((8, 8, 3), np.uint8))
+  (tmp_path / 'taken.txt').write_text('keep me')
+  monkeypatch.setattr(detectors, 'make_detector', _fail_on_frames)
+  with pytest.raises(WebcamError,
+                     match=f'--output={tmp_path / output}.*{says}'):
+    _shipped(source, output=str(tmp_path / output),
+             json=str(tmp_path / 'faces.json'))
+  assert sorted(os.listdir(tmp_path)) == ['photos', 'taken.txt']
+  assert os.listdir(source) == ['a.png']
+
+
+# Tracking, pose, and video and camera streams that end early.
+
+
+@pytest.fixture(scope='module')
+def moving_photo(tmp_path_factory):
+  """A 30-frame 320 x 240 video of the bundled photo's face moving right."""
+  path = str(tmp_path_factory.mktemp('moving') / 'moving.avi')
+  crop = cv2.imread(PHOTO)[40:240, 124:324]
+  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'MJPG'), 30,
+                           (320, 240))
+  for k in range(30):
+    frame = np.full((240, 320, 3), 128, np.uint8)
+    frame[20:220, 20 + 2 * k:220 + 2 * k] = crop
+    writer.write(frame)
+  writer.release()
+  return path
+
+
+def _counting(calls):
+  """A make_detector whose detectors count their frames in `calls`."""
+  make = detectors.make_detector
+
+  def make_counting(name, num_threads=None):
+    detect = make(name, num_threads)
+
+    def counted(frame):
+      calls.append(1)
+      return detect(frame)
+
+    return counted
+
+  return make_counting
+
+
+@pytest.mark.parametrize('options, detections', [
+    ({}, 3), ({'detect_every': 4}, 8), ({'track': False}, 30)])
+def test_video_faces_are_tracked_with_ids(moving_photo, tmp_path, monkeypatch,
+                                          options, detections):
+  calls = []
+  monkeypatch.setattr(detectors, 'make_detector', _counting(calls))
+  landmarks = tmp_path / 'faces.json'
+  _shipped(moving_photo, json=str(landmarks), smoothing=True, pose=True,
+           **options)
+  assert len(calls) == detections
+  document = _read_json(landmarks)
+  assert document['track'] == options.get('track', True)
+  faces = [f['faces'] for f in document['frames']]
+  assert all(len(f) == 1 and f[0]['id'] == 0 and 'pose' in f[0]
+             for f in faces)
+  # The points move with the face, 2 px a frame.
+  moved = np.median(np.subtract(faces[-1][0]['landmarks'],
+                                faces[0][0]['landmarks']), axis=0)
+  np.testing.assert_allclose(moved, [58, 0], atol=2)
+
+
+def test_detect_every_must_be_positive(setup):
+  with pytest.raises(WebcamError, match='--detect_every must be at least 1'):
+    _run(setup, setup['video'], detect_every=0)
+
+
+def test_a_truncated_video_keeps_what_it_read_and_says_so(setup, tmp_path):
+  video = tmp_path / 'cut.avi'
+  with open(setup['video'], 'rb') as f:
+    data = f.read()
+  video.write_bytes(data[:len(data) * 6 // 10])
+  landmarks, output, logged = tmp_path / 'lm.json', tmp_path / 'out.avi', []
+  summary = _run(setup, str(video), log=logged.append, json=str(landmarks),
+                 output=str(output))
+  read = summary['frames']
+  assert 0 < read < FRAMES
+  assert f'read {read} of the {FRAMES} frames the file declares' in (
+      summary['stopped'])
+  assert any(line.startswith('Warning: --source=') and 'truncated' in line
+             for line in logged)
+  assert len(_read_json(landmarks)['frames']) == read
+  capture = cv2.VideoCapture(str(output))
+  assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == read
+  capture.release()
+
+
+class FailingCamera:
+  """cv2.VideoCapture for a camera that gives `frames` frames, then fails."""
+  frames = 4
+
+  def __init__(self, index):
+    del index
+    self.read_count = 0
+
+  def read(self):
+    self.read_count += 1
+    if self.read_count > self.frames:
+      raise cv2.error('camera unplugged')
+    frame, _ = synthetic.render_image(np.random.default_rng(0), WIDTH, HEIGHT,
+                                      1)
+    return True, frame
+
+  def get(self, prop):
+    del prop
+    return 0
+
+  def release(self):
+    pass
+
+
+def test_a_camera_failing_mid_stream_stops_cleanly(setup, tmp_path,
+                                                   monkeypatch):
+  monkeypatch.setattr(cv2, 'VideoCapture', FailingCamera)
+  landmarks, output, logged = tmp_path / 'lm.json', tmp_path / 'out.avi', []
+  summary = _run(setup, '0', log=logged.append, json=str(landmarks),
+                 output=str(output))
+  assert summary['frames'] == FailingCamera.frames
+  assert 'camera stopped giving frames after 4' in summary['stopped']
+  assert 'camera unplugged' in summary['stopped']
+  assert any('camera unplugged' in line for line in logged)
+  assert len(_read_json(landmarks)['frames']) == FailingCamera.frames
+  assert os.path.getsize(output) > 0
+
+
+def test_a_video_without_a_readable_frame_says_why(tmp_path):
+  video = tmp_path / 'cut.mp4'
+  writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'mp4v'), 10,
+                           (WIDTH, HEIGHT))
+  for _ in range(3):
+    writer.write(np.zeros((HEIGHT, WIDTH, 3), np.uint8))
+  writer.release()
+  video.write_bytes(video.read_bytes()[:-200])  # Its index is at the end.
+  with pytest.raises(WebcamError, match='cannot read a frame from this '
+                     'video: damaged or truncated'):
+    media.Source(str(video))
