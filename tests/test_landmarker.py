@@ -87,6 +87,7 @@ def test_refine_stops_after_the_most_passes():
   assert len(seen) == 1 + landmarker_lib.MAX_REFINE_PASSES
 
 
+@pytest.mark.parametrize('boxes', [[], np.zeros((0, 4))])
 def test_no_boxes_no_model_call(boxes):
   landmarker = landmarker_lib.Landmarker(lambda views: 1 / 0, 32, 1.25)
   got = landmarker.predict(np.zeros((8, 8, 3), np.uint8), boxes, refine=True)
