@@ -7,9 +7,13 @@ A dataset is exactly the shards its manifest names: a stray file that looks
 like a shard is not read, and a missing one is an error. A corrupt shard shows
 up as a tf.errors.DataLossError that names no file; `naming_corrupt_shards`
 turns it into a CorruptShard error that does.
+
+Training can cache the decoded faces of one pass (`cache`), in memory or in
+files, so that later epochs decode no JPEG: the CPU then keeps up with a GPU.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 
@@ -17,6 +21,12 @@ import tensorflow as tf
 
 from pipeline import records
 from pipeline import sources
+
+
+MEMORY_CACHE = 'memory'
+# What a decoded face holds beside its pixels: landmarks (544 bytes), boxes,
+# index, source and subset strings, tf.data's bookkeeping. A round upper bound.
+_FACE_EXTRA_BYTES = 1024
 
 
 class CorruptShard(sources.DataError):
@@ -59,6 +69,55 @@ def split_size(manifest, split):
 def has_split(data_dir, split):
   """Whether `data_dir` has faces in `split` (no val after --val_fraction=0)."""
   return split_size(read_manifest(data_dir), split) > 0
+
+
+def memory_cache_bytes(manifest, split):
+  """Bytes that `split`'s decoded faces take in an in-memory cache."""
+  return split_size(manifest, split) * (3 * manifest['image_size']**2 +
+                                        _FACE_EXTRA_BYTES)
+
+
+def available_memory():
+  """Bytes this process can still take: the kernel's MemAvailable (free plus
+  reclaimable page cache), or all physical memory where there is no
+  /proc/meminfo; capped by a cgroup v2 limit, which a container's meminfo does
+  not show."""
+  try:
+    with open('/proc/meminfo', encoding='ascii') as f:
+      available = next(int(line.split()[1]) * 1024 for line in f
+                       if line.startswith('MemAvailable:'))
+  except (OSError, StopIteration):
+    available = os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+  try:
+    with open('/sys/fs/cgroup/memory.max', encoding='ascii') as limit, open(
+        '/sys/fs/cgroup/memory.current', encoding='ascii') as used:
+      cap = limit.read().strip()
+      if cap != 'max':
+        available = min(available, int(cap) - int(used.read()))
+  except OSError:
+    pass
+  return available
+
+
+def check_cache(manifest, split, cache):
+  """Refuses a `cache` for `split` that cannot work, naming --cache.
+
+  An in-memory cache must fit in available memory (the whole split: each
+  input pipeline caches its share, all of it on one machine); a file cache
+  needs a folder, not a file.
+  """
+  if cache == MEMORY_CACHE:
+    needed, available = memory_cache_bytes(manifest, split), available_memory()
+    if needed > available:
+      size = manifest['image_size']
+      raise ValueError(
+          f'--cache={MEMORY_CACHE}: the {split_size(manifest, split)} decoded '
+          f'{split} faces ({size}x{size}x3) need {needed:,} bytes '
+          f'({needed / 2**30:.1f} GiB) but {available:,} bytes '
+          f'({available / 2**30:.1f} GiB) are available; use --cache=FOLDER '
+          '(a file cache on a fast local disk) or no --cache')
+  elif cache and tf.io.gfile.exists(cache) and not tf.io.gfile.isdir(cache):
+    raise ValueError(f'--cache={cache}: a file; a file cache needs a folder')
 
 
 def _rebuild_hint(data_dir, manifest):
@@ -132,7 +191,7 @@ def naming_corrupt_shards(data_dir, *splits):
 
 def make_dataset(data_dir, split, batch_size, *, training, seed=None,
                  deterministic=False, drop_remainder=None, shuffle_buffer=1024,
-                 cycle_length=8, input_context=None):
+                 cycle_length=8, input_context=None, cache=''):
   """Batches of faces from `data_dir`'s `split` shards.
 
   Each batch is records.parse_face's dict, batched: image uint8 [B, S, S, 3]
@@ -149,12 +208,22 @@ def make_dataset(data_dir, split, batch_size, *, training, seed=None,
     deterministic: the same batches on every run with the same seed (slower:
       parallel reads and decodes keep their order).
     drop_remainder: defaults to `training`.
-    shuffle_buffer: records held for shuffling (serialized, so small).
+    shuffle_buffer: records held for shuffling (serialized, so small; with a
+      file cache also that many decoded faces).
     cycle_length: shard files read at once when training.
     input_context: a tf.distribute.InputContext (from
       strategy.distribute_datasets_from_function): this input pipeline then
       reads its share of the files (or of every file's records when there are
       fewer files than pipelines) and batches per replica.
+    cache: training only. '' decodes every face every epoch. Otherwise one
+      shuffled pass is decoded and cached, then reshuffled every epoch:
+      'memory' (MEMORY_CACHE; check_cache says whether it fits) shuffles the
+      whole split uniformly (the buffer refers to the cached tensors, copying
+      none; the first batch waits for the whole pass); any other value is a
+      folder for tf.data's file cache (created; reused by later runs on the
+      same shard files, a new file when they change: old ones are left for
+      you to delete), shuffled through `shuffle_buffer` decoded faces on top
+      of the cached pass's own shuffle.
 
   Returns:
     A tf.data.Dataset of dict batches. Iterate it inside
@@ -164,22 +233,31 @@ def make_dataset(data_dir, split, batch_size, *, training, seed=None,
     sources.DataError: the manifest is unusable or has no faces in `split`
       (see `has_split`).
     FileNotFoundError: no manifest, or a shard it names is missing.
+    ValueError: see check_cache.
   """
   if training and deterministic and seed is None:
     raise ValueError('deterministic=True needs a seed')
+  if cache and not training:
+    raise ValueError('cache is for training: evaluation reads once')
   manifest = read_manifest(data_dir)
   image_size = manifest['image_size']
   files = shard_files(data_dir, split, manifest)
+  check_cache(manifest, split, cache)
   read = tf.data.TFRecordDataset
+  share = (0, 1)
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(batch_size)
     files, read = _pipeline_share(files, input_context)
+    share = (input_context.input_pipeline_id,
+             input_context.num_input_pipelines)
   if drop_remainder is None:
     drop_remainder = training
 
   dataset = tf.data.Dataset.from_tensor_slices(files)
   if training:
-    dataset = dataset.shuffle(len(files), seed=seed).repeat()
+    dataset = dataset.shuffle(len(files), seed=seed)
+    if not cache:  # A cache takes one finite pass and repeats that.
+      dataset = dataset.repeat()
     dataset = dataset.interleave(
         read, cycle_length=min(cycle_length, len(files)),
         num_parallel_calls=tf.data.AUTOTUNE)
@@ -194,12 +272,29 @@ def make_dataset(data_dir, split, batch_size, *, training, seed=None,
     return face
 
   dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+  if cache == MEMORY_CACHE:
+    dataset = dataset.cache().shuffle(split_size(manifest, split), seed=seed)
+  elif cache:
+    tf.io.gfile.makedirs(cache)
+    dataset = dataset.cache(_cache_file(cache, split, files, share)).shuffle(
+        shuffle_buffer, seed=seed)
+  if cache:  # Reshuffled each epoch (reshuffle_each_iteration).
+    dataset = dataset.repeat()
   dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
   dataset = dataset.prefetch(tf.data.AUTOTUNE)
   options = tf.data.Options()
   # Evaluation keeps file order; training may trade order for speed.
   options.deterministic = deterministic or not training
   return dataset.with_options(options)
+
+
+def _cache_file(cache, split, files, share):
+  """The file cache of these shard files (and record share) in folder `cache`:
+  named by their paths, sizes and times, so rewritten shards get a new one."""
+  stats = [(f, s.length, s.mtime_nsec)
+           for f, s in zip(files, map(tf.io.gfile.stat, files))]
+  digest = hashlib.sha256(repr((stats, share)).encode()).hexdigest()[:16]
+  return os.path.join(cache, f'{split}-{digest}')
 
 
 def _pipeline_share(files, input_context):

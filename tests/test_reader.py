@@ -206,3 +206,66 @@ def test_deterministic_training_needs_a_seed(tmp_path):
   data_dir = _write_dataset(tmp_path, shards={'train': (1,)})
   with pytest.raises(ValueError, match='seed'):
     reader.make_dataset(data_dir, 'train', 4, training=True, deterministic=True)
+
+
+def _faces_by_index(data_dir):
+  """Every train face, decoded without a cache, by face_index."""
+  dataset = reader.make_dataset(data_dir, 'train', 15, training=False)
+  return {int(i): (image, landmarks) for batch in dataset
+          for i, image, landmarks in zip(batch['face_index'].numpy(),
+                                         batch['image'].numpy(),
+                                         batch['landmarks'].numpy())}
+
+
+@pytest.mark.parametrize('cache', [reader.MEMORY_CACHE, 'folder'])
+def test_cache_gives_the_same_faces_reshuffled_each_epoch(tmp_path, cache):
+  data_dir = _write_dataset(tmp_path)
+  if cache != reader.MEMORY_CACHE:
+    cache = str(tmp_path / 'cache' / 'train')  # Created on use.
+  expected = _faces_by_index(data_dir)
+
+  def epochs():
+    batches = list(reader.make_dataset(data_dir, 'train', 5, training=True,
+                                       seed=4, deterministic=True,
+                                       cache=cache).take(9))
+    for batch in batches:
+      for i, image, landmarks in zip(batch['face_index'].numpy(),
+                                     batch['image'].numpy(),
+                                     batch['landmarks'].numpy()):
+        np.testing.assert_array_equal(image, expected[int(i)][0])
+        np.testing.assert_array_equal(landmarks, expected[int(i)][1])
+    order = sum((b['face_index'].numpy().tolist() for b in batches), [])
+    return [order[i:i + 15] for i in range(0, 45, 15)]
+
+  first = epochs()
+  # Every epoch has every face once, in a new order.
+  assert all(sorted(epoch) == list(range(15)) for epoch in first)
+  assert len({tuple(epoch) for epoch in first}) == 3
+  # The same seed repeats it (a file cache: now read from its files).
+  assert epochs() == first
+  if cache != reader.MEMORY_CACHE:
+    assert [n for n in os.listdir(cache) if n.endswith('.index')]
+
+
+def test_memory_cache_larger_than_memory_is_refused(tmp_path, monkeypatch):
+  data_dir = _write_dataset(tmp_path)
+  monkeypatch.setattr(reader, 'available_memory', lambda: 50_000)
+  needed = 15 * (SIZE * SIZE * 3 + 1024)  # 61,440 bytes
+  with pytest.raises(ValueError, match=f'--cache=memory: the 15 decoded train '
+                     f'faces .*need {needed:,} bytes .* but 50,000 bytes'):
+    reader.make_dataset(data_dir, 'train', 4, training=True, seed=0,
+                        cache=reader.MEMORY_CACHE)
+  monkeypatch.setattr(reader, 'available_memory', lambda: needed)
+  reader.make_dataset(data_dir, 'train', 4, training=True, seed=0,
+                      cache=reader.MEMORY_CACHE)
+
+
+def test_available_memory_is_a_positive_byte_count():
+  assert 2**20 < reader.available_memory() < 2**50
+
+
+def test_file_cache_on_a_file_is_refused(tmp_path):
+  data_dir = _write_dataset(tmp_path, shards={'train': (1,)})
+  with pytest.raises(ValueError, match='--cache=.*manifest.json: a file'):
+    reader.check_cache(reader.read_manifest(data_dir), 'train',
+                       str(tmp_path / records.MANIFEST))

@@ -411,3 +411,70 @@ def test_corrupt_train_shard_is_named(data_dir, tmp_path):
                                       checkpoint_every=10_000))
   with pytest.raises(reader.CorruptShard, match=shard.name):
     trainer.train()
+
+
+def _scalars(logdir, tag):
+  return {event.step: float(tf.make_ndarray(value.tensor))
+          for name in os.listdir(logdir)
+          for event in tf.compat.v1.train.summary_iterator(
+              os.path.join(logdir, name))
+          for value in event.summary.value if value.tag == tag}
+
+
+def test_steps_per_loop_changes_no_result(data_dir, tmp_path):
+  runs = {}
+  for steps_per_loop in (1, 4):
+    workdir = tmp_path / str(steps_per_loop)
+    keras.utils.set_random_seed(7)
+    # 10 steps: calls of 4, 4 and a last one of 2.
+    trainer = loop.Trainer(small_config(
+        data_dir, workdir, train_steps=10, checkpoint_every=4, log_every=4,
+        deterministic=True, steps_per_loop=steps_per_loop))
+    summary = trainer.train()
+    runs[steps_per_loop] = (
+        summary['step'], [w.numpy() for w in trainer.model.weights],
+        sorted(os.listdir(workdir / 'checkpoints')),
+        _scalars(str(workdir / 'train'), 'loss'))
+  (step1, weights1, saved1, losses1), (step4, weights4, saved4, losses4) = (
+      runs[1], runs[4])
+  assert step1 == step4 == 10
+  for a, b in zip(weights1, weights4):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  assert saved1 == saved4 and 'ckpt-10.index' in saved4
+  assert sorted(losses4) == [4, 8]
+  assert losses4 == pytest.approx(losses1, rel=1e-6)
+
+
+@pytest.mark.parametrize('override', [
+    dict(steps_per_loop=3),  # Divides none of 10_000, 10, 5.
+    dict(steps_per_loop=5, eval_every=12),  # Divides all but --eval_every.
+])
+def test_steps_per_loop_must_divide_the_periods(override, tmp_path):
+  with pytest.raises(ValueError, match=(
+      f'--steps_per_loop={override["steps_per_loop"]} must divide '
+      '--eval_every=.*, --checkpoint_every=.*, --log_every=')):
+    config.validate_config(small_config('unused', tmp_path, **override))
+
+
+def test_a_call_stops_at_every_step_that_logs_saves_or_ends(tmp_path):
+  cfg = small_config('unused', tmp_path, train_steps=30, log_every=4,
+                     checkpoint_every=8, eval_every=12, steps_per_loop=4)
+  calls = {step: loop.steps_in_call(cfg, step, validates=True)
+           for step in (0, 3, 8, 10, 28)}
+  # 3: after a skipped update; 10: after a resume; 28: the run's end is 30.
+  assert calls == {0: 4, 3: 1, 8: 4, 10: 2, 28: 2}
+
+
+def test_memory_cache_that_does_not_fit_writes_nothing(data_dir, tmp_path,
+                                                       monkeypatch):
+  monkeypatch.setattr(reader, 'available_memory', lambda: 10**6)
+  with pytest.raises(ValueError, match='--cache=memory: .* bytes .*1,000,000 '
+                     'bytes'):
+    loop.Trainer(small_config(data_dir, tmp_path / 'run', cache='memory'))
+  assert not (tmp_path / 'run').exists()
+
+
+def test_cached_run_trains(data_dir, tmp_path):
+  cfg = small_config(data_dir, tmp_path / 'run', train_steps=4,
+                     checkpoint_every=4, cache=str(tmp_path / 'cache'))
+  assert loop.Trainer(cfg).train()['step'] == 4

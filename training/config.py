@@ -83,6 +83,15 @@ class TrainConfig:
                                  'steps.')
   log_every: int = option(100, 'Write training summaries every this many '
                           'steps.')
+  steps_per_loop: int = option(
+      1, 'Training steps per compiled call: fewer Python round trips (use '
+      'e.g. 50-100 on a GPU); must divide --eval_every, --checkpoint_every and '
+      '--log_every. A stop signal is handled between calls.')
+  cache: str = option(
+      '', "Cache the decoded training faces after the first epoch: '' (decode "
+      "every epoch), 'memory' (refused when larger than available memory), "
+      'or a folder for a file cache (a fast local disk; reused by later runs '
+      'on the same shards).')
   keep_checkpoints: int = option(3, 'How many latest checkpoints to keep.')
   eval_batch_size: int = option(64, 'Batch size for validation.')
   num_summary_images: int = option(8, 'Validation faces drawn into '
@@ -126,10 +135,14 @@ def validate_config(cfg):
   need(all(v > 0 for v in cfg.lr_values),
        f'--lr_values must be positive, got {list(cfg.lr_values)}')
   for name in ('train_steps', 'batch_size', 'eval_every', 'checkpoint_every',
-               'log_every', 'keep_checkpoints', 'eval_batch_size',
-               'head_width'):
+               'log_every', 'steps_per_loop', 'keep_checkpoints',
+               'eval_batch_size', 'head_width'):
     need(getattr(cfg, name) > 0,
          f'--{name} must be positive, got {getattr(cfg, name)}')
+  periods = ('eval_every', 'checkpoint_every', 'log_every')
+  need(all(getattr(cfg, name) % cfg.steps_per_loop == 0 for name in periods),
+       f'--steps_per_loop={cfg.steps_per_loop} must divide '
+       + ', '.join(f'--{name}={getattr(cfg, name)}' for name in periods))
   need(cfg.num_summary_images >= 0, '--num_summary_images must not be '
        f'negative, got {cfg.num_summary_images}')
   need(0.0 < cfg.bn_momentum < 1.0, f'--bn_momentum must be in (0, 1), got '

@@ -3,7 +3,8 @@
 Trainer owns the model, optimizer, checkpoints and summaries of a workdir
 (training/workdir.py); `train(cfg)` runs it to cfg.train_steps. At a step that
 both validates and saves, validation comes first, so every checkpoint records
-the best NME that best/ holds.
+the best NME that best/ holds. Each compiled call runs up to
+cfg.steps_per_loop steps, never past a step that logs, validates or saves.
 """
 
 import os
@@ -36,6 +37,7 @@ class Trainer:
     self.cfg = cfg
     self.log = log
     self.manifest = reader.read_manifest(cfg.data_dir)
+    reader.check_cache(self.manifest, 'train', cfg.cache)
     self.validates = reader.split_size(self.manifest, 'val') > 0
     workdir_lib.check_config(cfg)
     keras.mixed_precision.set_global_policy(cfg.precision)
@@ -91,7 +93,7 @@ class Trainer:
       return reader.make_dataset(
           cfg.data_dir, 'train', cfg.batch_size, training=True,
           seed=cfg.seed + self.step, deterministic=cfg.deterministic,
-          input_context=input_context)
+          input_context=input_context, cache=cfg.cache)
 
     return self.strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -163,8 +165,9 @@ class Trainer:
   def train(self, on_step=None):
     """Runs to cfg.train_steps; returns a summary dict of how it ended.
 
-    `on_step(step)`, if given, is called after every step (benchmarks use it
-    to sample memory at the schedule's boundaries).
+    `on_step(step)`, if given, is called after every call that took a step
+    (every step with steps_per_loop=1; benchmarks use it to sample memory at
+    the schedule's boundaries).
     """
     cfg = self.cfg
     start = step = self.step
@@ -198,7 +201,8 @@ class Trainer:
             self.log(f'{stop["signal"]}: saved step {step} in '
                      f'{self.latest.directory} and stopped.')
             break
-          loss, norm = self._train_step(iterator)
+          loss, norm = self._train_step(
+              iterator, steps_in_call(cfg, step, self.validates))
           # The optimizer's count, not ours: a skipped update does not count.
           done, step = step, self.step
           if step == done:
@@ -233,6 +237,21 @@ class Trainer:
       self.val_writer.flush()
     summary.update(step=self.step, best_nme=float(self.best_nme.numpy()))
     return summary
+
+
+def steps_in_call(cfg, step, validates):
+  """Steps for the next compiled call from `step`: cfg.steps_per_loop, cut
+  short at the next step that logs, validates, saves or ends the run.
+
+  validate_config makes steps_per_loop divide the periods; the cut still
+  matters at the end of the run, after an update that mixed_float16 skipped,
+  and on resuming from a step another steps_per_loop left.
+  """
+  periods = [cfg.log_every, cfg.checkpoint_every]
+  if validates:
+    periods.append(cfg.eval_every)
+  boundary = min([cfg.train_steps] + [(step // p + 1) * p for p in periods])
+  return min(cfg.steps_per_loop, boundary - step)
 
 
 def train(cfg, log=logging.info):

@@ -36,7 +36,14 @@ def make_optimizer(cfg):
 
 
 def make_train_step(cfg, model, optimizer, loss_fn, strategy):
-  """tf.function(iterator) -> (summed loss, norm of the applied gradient)."""
+  """train_step(iterator, steps=1) -> (summed loss, norm of the applied
+  gradient) of the last of `steps` steps, all run in one tf.function call.
+
+  The last step's, not a mean: the values a one-step call would return at the
+  same step, so logs do not depend on how many steps a call runs. Several
+  steps per call save a Python round trip per step (what orbit's
+  steps_per_loop does); `steps` is a tensor, so every count shares one trace.
+  """
   aug = cfg.augment_config()
   scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
@@ -77,10 +84,16 @@ def make_train_step(cfg, model, optimizer, loss_fn, strategy):
     return loss, norm
 
   @tf.function
-  def train_step(iterator):
-    loss, norm = strategy.run(replica_step, args=(next(iterator),))
-    # The norm is the same on every replica; take one.
-    return (strategy.reduce('SUM', loss, axis=None),
-            strategy.experimental_local_results(norm)[0])
+  def train_steps(iterator, steps):
+    loss = norm = tf.constant(0.0)
+    for _ in tf.range(steps):
+      losses, norms = strategy.run(replica_step, args=(next(iterator),))
+      loss = strategy.reduce('SUM', losses, axis=None)
+      # The norm is the same on every replica; take one.
+      norm = strategy.experimental_local_results(norms)[0]
+    return loss, norm
+
+  def train_step(iterator, steps=1):
+    return train_steps(iterator, tf.constant(steps, tf.int32))
 
   return train_step
