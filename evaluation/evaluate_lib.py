@@ -50,9 +50,10 @@ class EvalConfig:
                     'landmark box (300-W) or the annotated one.', views.BOXES)
   normalization: str = option('outer_eye', 'NME normalising distance.',
                               metrics.NORMALIZATIONS)
-  refine: Optional[bool] = option(
-      None, "Refine passes on the previous pass's landmark box (default: on "
-      'in photo mode, off for the tight-box protocol).')
+  refine: bool = option(
+      False, "Refine passes on the previous pass's landmark box until it "
+      'settles (off: on the validation photos the shipped model scores better '
+      'without, from BlazeFace boxes too; README).')
   flip: bool = option(False, 'Test-time flip: average with the prediction '
                       'on the mirrored view (twice the network time).')
   overlays: int = option(0, 'Draw this many faces with true and predicted '
@@ -156,7 +157,7 @@ def evaluate(cfg, log=print, progress=False):
     split = cfg.split or 'all'
     samples = samples_lib.folder_samples(cfg.data_dir, split, cfg.layout,
                                          cfg.box, log)
-  refine = bool(cfg.detector) if cfg.refine is None else cfg.refine
+  refine = cfg.refine
   if cfg.detector:
     results = photos_lib.photo_results(
         landmarker, detectors.make_detector(cfg.detector, cfg.num_threads),

@@ -34,7 +34,7 @@ def landmark_boxes(landmarks):
   return np.array([geometry.landmark_box(p) for p in landmarks]).reshape(-1, 4)
 
 
-def photo_results(landmarker, detect, samples, refine=True,
+def photo_results(landmarker, detect, samples, refine=False,
                   normalization='outer_eye', flip=False):
   """Runs `detect` (BGR -> detectors.Detections) and the landmarker on every
   sample's whole image; scores every annotated face."""

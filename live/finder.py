@@ -77,7 +77,7 @@ class FaceFinder:
     model_file: the model file it runs (Landmarker.source).
   """
 
-  def __init__(self, landmarker, detect, refine=True):
+  def __init__(self, landmarker, detect, refine=False):
     """`detect`: BGR uint8 frame -> detectors.Detections."""
     self.landmarker = landmarker
     self.refine = refine
@@ -86,7 +86,7 @@ class FaceFinder:
   @classmethod
   def load(cls, model=landmarker_lib.SHIPPED_MODEL,
            detector=detectors.DEFAULT_DETECTOR, num_threads=None,
-           refine=True):
+           refine=False):
     """`model` as Landmarker.load takes it; `detector` one of
     detectors.DETECTORS; `num_threads` for both TF Lite interpreters."""
     return cls(landmarker_lib.Landmarker.load(model, num_threads),

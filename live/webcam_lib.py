@@ -60,7 +60,7 @@ class WebcamConfig:
                          "its full-range model (small faces); haar: OpenCV's "
                          'cascade; full_frame: each frame is one face box.',
                          detectors.DETECTORS)
-  refine: bool = option(True, "Rerun the landmarker on its landmarks' box "
+  refine: bool = option(False, "Rerun the landmarker on its landmarks' box "
                         'until the box settles.')
   pose: bool = option(False, 'Head pose (yaw, pitch, roll) of every face, in '
                       'the JSON and drawn as axes.')

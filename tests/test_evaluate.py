@@ -187,7 +187,7 @@ def test_photo_mode_finds_scores_and_counts_misses(photo_folder):
   assert (summary['faces'], summary['found']) == (2, 1)
   assert summary['nme'] < 0.05  # found from the detector's box
   assert summary['failure_rate_0.08'] == 0.5  # the miss is a failure
-  assert report['refine'] and report['detector'] == 'blazeface'
+  assert not report['refine'] and report['detector'] == 'blazeface'
   assert [f['nme'] is None for f in report['faces']] == [False, True]
 
 
