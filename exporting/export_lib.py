@@ -156,11 +156,10 @@ def _readable_by_all(folder):
   so give it the permissions a plain mkdir would have."""
   umask = os.umask(0)
   os.umask(umask)
-  for root, dirs, names in os.walk(folder):
+  for root, _, names in os.walk(folder):  # every folder is a root once
     os.chmod(root, 0o777 & ~umask)
     for name in names:
       os.chmod(os.path.join(root, name), 0o666 & ~umask)
-    del dirs  # os.walk visits them as roots.
 
 
 def _replace(tmp, export_dir):
