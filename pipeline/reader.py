@@ -99,23 +99,27 @@ def available_memory():
   return available
 
 
-def check_cache(manifest, split, cache):
-  """Refuses a `cache` for `split` that cannot work, naming --cache.
+def check_cache(manifests, split, cache):
+  """Refuses a `cache` for `split` of these manifests (one per folder read)
+  that cannot work, naming --cache.
 
-  An in-memory cache must fit in available memory (the whole split: each
-  input pipeline caches its share, all of it on one machine); a file cache
-  needs a folder, not a file.
+  An in-memory cache must fit in available memory (every folder's whole
+  split: each input pipeline caches its share, all of it on one machine); a
+  file cache needs a folder, not a file.
   """
   if cache == MEMORY_CACHE:
-    needed, available = memory_cache_bytes(manifest, split), available_memory()
+    needed = sum(memory_cache_bytes(m, split) for m in manifests)
+    available = available_memory()
     if needed > available:
-      size = manifest['image_size']
+      total = sum(split_size(m, split) for m in manifests)
+      sizes = ' + '.join(f'{split_size(m, split)} x {m["image_size"]}x'
+                         f'{m["image_size"]}x3' for m in manifests)
       raise ValueError(
-          f'--cache={MEMORY_CACHE}: the {split_size(manifest, split)} decoded '
-          f'{split} faces ({size}x{size}x3) need {needed:,} bytes '
-          f'({needed / 2**30:.1f} GiB) but {available:,} bytes '
-          f'({available / 2**30:.1f} GiB) are available; use --cache=FOLDER '
-          '(a file cache on a fast local disk) or no --cache')
+          f'--cache={MEMORY_CACHE}: the {total} decoded {split} faces '
+          f'({sizes}) need '
+          f'{needed:,} bytes ({needed / 2**30:.1f} GiB) but {available:,} '
+          f'bytes ({available / 2**30:.1f} GiB) are available; use '
+          '--cache=FOLDER (a file cache on a fast local disk) or no --cache')
   elif cache and tf.io.gfile.exists(cache) and not tf.io.gfile.isdir(cache):
     raise ValueError(f'--cache={cache}: a file; a file cache needs a folder')
 
@@ -191,7 +195,7 @@ def naming_corrupt_shards(data_dir, *splits):
 
 def make_dataset(data_dir, split, batch_size, *, training, seed=None,
                  deterministic=False, drop_remainder=None, shuffle_buffer=1024,
-                 cycle_length=8, input_context=None, cache=''):
+                 cycle_length=8, input_context=None, cache='', mix=()):
   """Batches of faces from `data_dir`'s `split` shards.
 
   Each batch is records.parse_face's dict, batched: image uint8 [B, S, S, 3]
@@ -224,34 +228,84 @@ def make_dataset(data_dir, split, batch_size, *, training, seed=None,
       same shard files, a new file when they change: old ones are left for
       you to delete), shuffled through `shuffle_buffer` decoded faces on top
       of the cached pass's own shuffle.
+    mix: training only: (folder, fraction) pairs of other prepared folders
+      with the same image size; each face of a batch comes from a folder's
+      `split` with that probability, else from `data_dir` (an epoch of one
+      folder is no epoch of another: each repeats on its own).
 
   Returns:
     A tf.data.Dataset of dict batches. Iterate it inside
-    `naming_corrupt_shards(data_dir, split)` to have a corrupt shard named.
+    `naming_corrupt_shards(data_dir, split)` (and each mixed folder's) to have
+    a corrupt shard named.
 
   Raises:
-    sources.DataError: the manifest is unusable or has no faces in `split`
-      (see `has_split`).
+    sources.DataError: a manifest is unusable, has no faces in `split` (see
+      `has_split`) or a mixed folder's image size differs.
     FileNotFoundError: no manifest, or a shard it names is missing.
-    ValueError: see check_cache.
+    ValueError: see check_cache and read_manifests.
   """
   if training and deterministic and seed is None:
     raise ValueError('deterministic=True needs a seed')
   if cache and not training:
     raise ValueError('cache is for training: evaluation reads once')
-  manifest = read_manifest(data_dir)
+  if mix and not training:
+    raise ValueError('mix is for training: evaluation reads one folder')
+  manifests = read_manifests(data_dir, split, mix)
+  folders = [data_dir] + [folder for folder, _ in mix]
+  check_cache(manifests, split, cache)
+  if input_context is not None:
+    batch_size = input_context.get_per_replica_batch_size(batch_size)
+  if drop_remainder is None:
+    drop_remainder = training
+  faces = [_faces(folder, manifest, split, training=training, seed=seed,
+                  shuffle_buffer=shuffle_buffer, cycle_length=cycle_length,
+                  input_context=input_context, cache=cache)
+           for folder, manifest in zip(folders, manifests)]
+  if mix:
+    weights = [1.0 - sum(f for _, f in mix)] + [f for _, f in mix]
+    dataset = tf.data.Dataset.sample_from_datasets(faces, weights, seed=seed)
+  else:
+    dataset = faces[0]
+  dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+  dataset = dataset.prefetch(tf.data.AUTOTUNE)
+  options = tf.data.Options()
+  # Evaluation keeps file order; training may trade order for speed.
+  options.deterministic = deterministic or not training
+  return dataset.with_options(options)
+
+
+def read_manifests(data_dir, split, mix=()):
+  """The manifests of `data_dir` and of make_dataset's `mix` folders, checked
+  to be mixed: fractions that leave `data_dir` a share, one image size, and
+  faces in `split` in every mixed folder."""
+  fractions = [f for _, f in mix]
+  if not all(0.0 < f < 1.0 for f in fractions) or sum(fractions) >= 1.0:
+    raise ValueError(f'mix fractions must each be in (0, 1) and sum below 1, '
+                     f'got {fractions}')
+  manifests = [read_manifest(data_dir)]
+  for folder, _ in mix:
+    manifest = read_manifest(folder)
+    size, expected = manifest['image_size'], manifests[0]['image_size']
+    if size != expected:
+      raise sources.DataError(
+          f'{folder}: image_size {size} but {data_dir} has {expected}: '
+          'prepare both with the same --image_size to mix them')
+    shard_files(folder, split, manifest)
+    manifests.append(manifest)
+  return manifests
+
+
+def _faces(data_dir, manifest, split, *, training, seed, shuffle_buffer,
+           cycle_length, input_context, cache):
+  """One folder's decoded faces, unbatched (see make_dataset)."""
   image_size = manifest['image_size']
   files = shard_files(data_dir, split, manifest)
-  check_cache(manifest, split, cache)
   read = tf.data.TFRecordDataset
   share = (0, 1)
   if input_context is not None:
-    batch_size = input_context.get_per_replica_batch_size(batch_size)
     files, read = _pipeline_share(files, input_context)
     share = (input_context.input_pipeline_id,
              input_context.num_input_pipelines)
-  if drop_remainder is None:
-    drop_remainder = training
 
   dataset = tf.data.Dataset.from_tensor_slices(files)
   if training:
@@ -280,12 +334,7 @@ def make_dataset(data_dir, split, batch_size, *, training, seed=None,
         shuffle_buffer, seed=seed)
   if cache:  # Reshuffled each epoch (reshuffle_each_iteration).
     dataset = dataset.repeat()
-  dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-  dataset = dataset.prefetch(tf.data.AUTOTUNE)
-  options = tf.data.Options()
-  # Evaluation keeps file order; training may trade order for speed.
-  options.deterministic = deterministic or not training
-  return dataset.with_options(options)
+  return dataset
 
 
 def _cache_file(cache, split, files, share):

@@ -267,5 +267,69 @@ def test_available_memory_is_a_positive_byte_count():
 def test_file_cache_on_a_file_is_refused(tmp_path):
   data_dir = _write_dataset(tmp_path, shards={'train': (1,)})
   with pytest.raises(ValueError, match='--cache=.*manifest.json: a file'):
-    reader.check_cache(reader.read_manifest(data_dir), 'train',
+    reader.check_cache([reader.read_manifest(data_dir)], 'train',
                        str(tmp_path / records.MANIFEST))
+
+
+def _write_labelled(root, source, train_faces, size=SIZE):
+  """A prepared folder whose faces all carry `source` (to tell folders apart)."""
+  root.mkdir()
+  rng = np.random.default_rng(1)
+  name = records.shard_name('train', 0, 1)
+  with tf.io.TFRecordWriter(str(root / name)) as writer:
+    for i in range(train_faces):
+      landmarks = rng.uniform(2, size - 2, [geometry.NUM_LANDMARKS, 2])
+      writer.write(records.serialize_face(
+          cv2.imencode('.jpg', np.zeros([size, size, 3], np.uint8))[1].tobytes(),
+          size, landmarks, geometry.landmark_box(landmarks), [0, 0, size, size],
+          source, 'train', i))
+  (root / records.MANIFEST).write_text(json.dumps({
+      'schema_version': records.SCHEMA_VERSION, 'image_size': size,
+      'data_dir': str(root), 'splits': {'train': {'faces': train_faces,
+                                                  'shards': [name]}}}))
+  return str(root)
+
+
+@pytest.mark.parametrize('cache', ['', reader.MEMORY_CACHE])
+def test_mix_draws_each_folder_at_its_fraction(tmp_path, cache):
+  main = _write_labelled(tmp_path / 'main', 'photos', 7)
+  extra = _write_labelled(tmp_path / 'extra', 'frames', 40)
+  dataset = reader.make_dataset(main, 'train', 50, training=True, seed=0,
+                                cache=cache, mix=[(extra, 0.25)])
+  sources_ = np.concatenate([b['source'].numpy() for b in dataset.take(40)])
+  share = np.mean(sources_ == b'frames')
+  # 2,000 draws at p=0.25: the standard deviation of the share is 0.0097.
+  assert abs(share - 0.25) < 0.04
+  # The small folder repeats on its own: all 7 faces are drawn, often.
+  photos = np.concatenate([b['face_index'].numpy()[b['source'].numpy() ==
+                                                   b'photos']
+                           for b in dataset.take(4)])
+  assert set(photos.tolist()) == set(range(7))
+
+
+def test_mix_refuses_what_cannot_be_mixed(tmp_path):
+  main = _write_labelled(tmp_path / 'main', 'photos', 4)
+  other_size = _write_labelled(tmp_path / 'big', 'frames', 4, size=48)
+  no_train = _write_dataset(tmp_path, shards={'val': (2,)})
+  with pytest.raises(sources.DataError, match='big: image_size 48 but .*main '
+                     'has 32: prepare both with the same --image_size'):
+    reader.make_dataset(main, 'train', 4, training=True, mix=[(other_size, 0.5)])
+  with pytest.raises(sources.DataError, match="no faces in split 'train'"):
+    reader.make_dataset(main, 'train', 4, training=True, mix=[(no_train, 0.5)])
+  with pytest.raises(ValueError, match=r'sum below 1, got \[0.6, 0.5\]'):
+    reader.make_dataset(main, 'train', 4, training=True,
+                        mix=[(main, 0.6), (main, 0.5)])
+  with pytest.raises(ValueError, match='mix is for training'):
+    reader.make_dataset(main, 'train', 4, training=False, mix=[(main, 0.5)])
+
+
+def test_memory_cache_counts_every_mixed_folder(tmp_path, monkeypatch):
+  main = _write_labelled(tmp_path / 'main', 'photos', 10)
+  extra = _write_labelled(tmp_path / 'extra', 'frames', 10)
+  one = 10 * (SIZE * SIZE * 3 + 1024)
+  monkeypatch.setattr(reader, 'available_memory', lambda: one + one // 2)
+  reader.make_dataset(main, 'train', 4, training=True, cache='memory')
+  with pytest.raises(ValueError, match=r'the 20 decoded train faces \(10 x '
+                     r'32x32x3 \+ 10 x 32x32x3\) need'):
+    reader.make_dataset(main, 'train', 4, training=True, cache='memory',
+                        mix=[(extra, 0.5)])

@@ -322,6 +322,8 @@ def test_best_on_disk_wins_over_a_stale_latest_checkpoint(data_dir, tmp_path):
     (dict(alpha=0.0), '--alpha'),
     (dict(min_scale=2.0), '--min_scale'),
     (dict(keep_checkpoints=0), '--keep_checkpoints'),
+    (dict(extra_fraction=0.3), '--extra_data_dir and --extra_fraction'),
+    (dict(extra_data_dir='x', extra_fraction=1.0), '--extra_fraction'),
 ])
 def test_a_rejected_flag_writes_nothing(data_dir, tmp_path, override, flag):
   with pytest.raises(ValueError, match=flag):
@@ -411,6 +413,32 @@ def test_corrupt_train_shard_is_named(data_dir, tmp_path):
                                       checkpoint_every=10_000))
   with pytest.raises(reader.CorruptShard, match=shard.name):
     trainer.train()
+
+
+def test_mixed_folder_is_read_in_training(data_dir, tmp_path):
+  # Mixed in, a corrupt shard of the other folder is met and named.
+  extra = tmp_path / 'extra'
+  shutil.copytree(data_dir, extra)
+  for shard in extra.glob('train-*.tfrecord'):
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+  trainer = loop.Trainer(small_config(data_dir, tmp_path / 'run',
+                                      train_steps=200, checkpoint_every=10_000,
+                                      extra_data_dir=str(extra),
+                                      extra_fraction=0.5))
+  with pytest.raises(reader.CorruptShard, match=str(extra)):
+    trainer.train()
+  # An extra folder without train faces is refused before anything is written.
+  no_train = tmp_path / 'no_train'
+  no_train.mkdir()
+  manifest = json.loads((extra / records.MANIFEST).read_text())
+  manifest['splits'] = {'val': manifest['splits']['val']}
+  (no_train / records.MANIFEST).write_text(json.dumps(manifest))
+  with pytest.raises(ValueError, match="no faces in split 'train'"):
+    loop.Trainer(small_config(data_dir, tmp_path / 'run2',
+                              extra_data_dir=str(no_train), extra_fraction=0.5))
+  assert not (tmp_path / 'run2').exists()
 
 
 def _scalars(logdir, tag):

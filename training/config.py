@@ -26,6 +26,13 @@ class TrainConfig:
                          '`python -m pipeline.prepare`.')
   workdir: str = option(help='Run folder: config, checkpoints, TensorBoard '
                         'logs. Running again resumes.')
+  extra_data_dir: str = option(
+      '', 'Another prepared folder (same --image_size) whose train faces are '
+      'mixed into training, e.g. the YouTube frames; validation stays on '
+      '--data_dir.')
+  extra_fraction: float = option(
+      0.0, 'Share of the training faces drawn from --extra_data_dir (each '
+      'face is, with this probability).')
   batch_size: int = option(16, 'Global batch size (split over replicas).')
   train_steps: int = option(120_000, 'Total optimizer steps.')
   lr_boundaries: tuple[int, ...] = option(
@@ -105,6 +112,12 @@ class TrainConfig:
   deterministic: bool = option(False, 'Deterministic input order and ops '
                                '(repeatable runs).')
 
+  def training_mix(self):
+    """reader.make_dataset's `mix` for these flags."""
+    if not self.extra_data_dir:
+      return ()
+    return ((self.extra_data_dir, self.extra_fraction),)
+
   def augment_config(self):
     return augment.AugmentConfig(
         max_rotation=self.max_rotation, min_scale=self.min_scale,
@@ -125,6 +138,12 @@ def validate_config(cfg):
       raise ValueError(message)
   need(bool(cfg.data_dir), '--data_dir is required')
   need(bool(cfg.workdir), '--workdir is required')
+  need(bool(cfg.extra_data_dir) == (cfg.extra_fraction != 0.0),
+       '--extra_data_dir and --extra_fraction go together: got '
+       f'--extra_data_dir={cfg.extra_data_dir!r}, '
+       f'--extra_fraction={cfg.extra_fraction}')
+  need(0.0 <= cfg.extra_fraction < 1.0, f'--extra_fraction must be in '
+       f'[0, 1), got {cfg.extra_fraction}')
   need(len(cfg.lr_values) == len(cfg.lr_boundaries) + 1,
        f'--lr_values needs one more value than --lr_boundaries: got '
        f'{len(cfg.lr_values)} values for {len(cfg.lr_boundaries)} boundaries')

@@ -7,6 +7,7 @@ the best NME that best/ holds. Each compiled call runs up to
 cfg.steps_per_loop steps, never past a step that logs, validates or saves.
 """
 
+import contextlib
 import os
 import signal
 import time
@@ -36,9 +37,10 @@ class Trainer:
     config_lib.validate_config(cfg)
     self.cfg = cfg
     self.log = log
-    self.manifest = reader.read_manifest(cfg.data_dir)
-    reader.check_cache(self.manifest, 'train', cfg.cache)
-    self.validates = reader.split_size(self.manifest, 'val') > 0
+    manifests = reader.read_manifests(cfg.data_dir, 'train',
+                                      cfg.training_mix())
+    reader.check_cache(manifests, 'train', cfg.cache)
+    self.validates = reader.split_size(manifests[0], 'val') > 0
     workdir_lib.check_config(cfg)
     keras.mixed_precision.set_global_policy(cfg.precision)
     self.strategy = distribute.make_strategy(cfg.strategy)
@@ -93,7 +95,8 @@ class Trainer:
       return reader.make_dataset(
           cfg.data_dir, 'train', cfg.batch_size, training=True,
           seed=cfg.seed + self.step, deterministic=cfg.deterministic,
-          input_context=input_context, cache=cfg.cache)
+          input_context=input_context, cache=cfg.cache,
+          mix=cfg.training_mix())
 
     return self.strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -192,7 +195,11 @@ class Trainer:
       bar = tqdm.tqdm(total=cfg.train_steps, initial=start, unit='step',
                       disable=not self.chief, dynamic_ncols=True)
       tick, tick_step = time.time(), start
-      with reader.naming_corrupt_shards(cfg.data_dir, 'train', 'val'):
+      with contextlib.ExitStack() as shards:
+        shards.enter_context(
+            reader.naming_corrupt_shards(cfg.data_dir, 'train', 'val'))
+        for folder, _ in cfg.training_mix():
+          shards.enter_context(reader.naming_corrupt_shards(folder, 'train'))
         while step < cfg.train_steps:
           if stop['signal']:
             self._check_finite(step, loss)
