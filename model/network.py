@@ -12,7 +12,6 @@ import keras
 from pipeline import geometry
 
 CUT_LAYER = 'block_8_add'  # 14x14x64 at 224 px input.
-HEADS = ('conv', 'dense')
 # Input sizes Keras publishes ImageNet weights for; others reuse the 224 file,
 # which is fine for a headless, fully convolutional cut.
 _IMAGENET_ROWS = (96, 128, 160, 192, 224)
@@ -98,6 +97,48 @@ def _dense_head(features, width):
       bias_initializer=keras.initializers.Constant(0.5), name='head3_dense')(x)
 
 
+class SoftArgmax(keras.layers.Layer):
+  """Heatmaps [B, H, W, K] -> [B, 2K]: each map's expected (x, y) under its
+  spatial softmax, normalised to [0, 1] (cell j's centre at (j + 0.5) / W).
+
+  Differentiable, so the heatmap head trains on the same coordinate loss as
+  the others (integral regression, Sun et al., ECCV 2018).
+  """
+
+  def call(self, heatmaps):
+    h, w, k = heatmaps.shape[1:]
+    logits = keras.ops.reshape(keras.ops.transpose(heatmaps, (0, 3, 1, 2)),
+                               (-1, k, h * w))
+    weights = keras.ops.softmax(logits, axis=-1)
+    xs = (keras.ops.arange(w, dtype='float32') + 0.5) / w
+    ys = (keras.ops.arange(h, dtype='float32') + 0.5) / h
+    x = keras.ops.sum(weights * keras.ops.tile(xs, (h,)), axis=-1)
+    y = keras.ops.sum(weights * keras.ops.repeat(ys, w), axis=-1)
+    return keras.ops.reshape(keras.ops.stack([x, y], axis=-1), (-1, 2 * k))
+
+
+def _heatmap_head(features, width):
+  """The stride-16 map upsampled to stride 8, one heatmap per landmark, and
+  each map's soft-argmax: points sit where the features are, not in a dense
+  layer's weights. A point outside the view cannot be expressed (views have
+  the face well inside: --view_scale)."""
+  x = keras.layers.UpSampling2D(2, interpolation='bilinear',
+                                name='head1_upsample')(features)
+  x = keras.layers.Conv2D(width, 3, padding='same', use_bias=False,
+                          name='head1_conv')(x)
+  x = keras.layers.BatchNormalization(name='head1_bn')(x)
+  x = keras.layers.ReLU(6.0, name='head1_relu')(x)
+  # float32 heatmaps even under mixed precision: the softmax needs the range.
+  x = keras.layers.Conv2D(geometry.NUM_LANDMARKS, 1, dtype='float32',
+                          name='head2_heatmaps')(x)
+  return SoftArgmax(dtype='float32', name='head_soft_argmax')(x)
+
+
+_HEAD_BUILDERS = {'conv': _conv_head, 'dense': _dense_head,
+                  'heatmap': _heatmap_head}
+HEADS = tuple(_HEAD_BUILDERS)
+
+
 def set_bn_momentum(model, momentum):
   """Keras builds MobileNetV2's BatchNorm with momentum 0.999: its moving
   statistics lag thousands of steps behind a net trained from scratch."""
@@ -123,7 +164,7 @@ def build_landmark_net(input_size=224, alpha=1.0, head='conv', head_width=128,
   # MobileNetV2 expects [-1, 1].
   x = keras.layers.Rescaling(2.0, offset=-1.0, name='to_unit_range')(inputs)
   features = trunk(x)
-  flat = (_conv_head if head == 'conv' else _dense_head)(features, head_width)
+  flat = _HEAD_BUILDERS[head](features, head_width)
   # float32 output even under mixed precision: coordinates need the mantissa.
   flat = keras.layers.Activation('linear', dtype='float32', name='coords')(flat)
   outputs = keras.layers.Reshape((geometry.NUM_LANDMARKS, 2), dtype='float32',

@@ -4,6 +4,7 @@ The session-wide tiny export built from these is the `tiny_export` fixture in
 conftest.py.
 """
 
+import dataclasses
 import os
 
 import cv2
@@ -37,7 +38,7 @@ def make_faces(root, num_images=16, subsets=synthetic.SUBSETS, layout='pts',
   return raw, shards
 
 
-def train_tiny(data_dir, workdir, steps=20):
+def train_tiny(data_dir, workdir, steps=20, **overrides):
   """A workdir trained a few steps: outputs depend on the input, a little."""
   cfg = config.TrainConfig(
       data_dir=data_dir, workdir=workdir, batch_size=8, train_steps=steps,
@@ -45,5 +46,6 @@ def train_tiny(data_dir, workdir, steps=20):
       alpha=0.35, head_width=32, bn_momentum=0.9, eval_every=steps,
       checkpoint_every=steps, log_every=steps, eval_batch_size=16,
       num_summary_images=1, max_rotation=10.0, min_scale=0.9)
+  cfg = dataclasses.replace(cfg, **overrides)
   loop.train(cfg, log=lambda *_: None)
   return workdir

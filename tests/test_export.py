@@ -144,6 +144,25 @@ def test_tflite_variants(setup):
   assert sizes['int8'] < sizes['float16'] < sizes['float32']
 
 
+def test_heatmap_head_exports_like_keras(setup, tmp_path):
+  workdir = faces.train_tiny(setup['shards'], str(tmp_path / 'work'),
+                             steps=100, head='heatmap')
+  run_export(workdir, str(tmp_path / 'exported'), tflite=['float32'])
+  model, _, _ = workdir_lib.restore_model(workdir)
+  views = np.round(setup['views'] * 255) / 255
+  expected = model(views, training=False).numpy()
+  assert np.std(expected, axis=0).mean() > 2e-4
+  saved = tf.saved_model.load(str(tmp_path / 'exported'))
+  np.testing.assert_allclose(
+      saved.signatures['views'](views=tf.constant(views, tf.float32))[
+          'landmarks'].numpy(), expected, atol=1e-5)
+  lite = landmarker_lib.Landmarker.load(str(
+      tmp_path / 'exported' / landmarker_lib.tflite_name('float32')))
+  np.testing.assert_allclose(
+      lite.predict_views(np.round(setup['views'] * 255).astype(np.uint8)),
+      expected, atol=1e-4)
+
+
 def test_existing_export_is_kept_unless_overwrite(setup):
   with pytest.raises(FileExistsError, match='--overwrite'):
     run_export(setup['workdir'], setup['export_dir'])

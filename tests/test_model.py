@@ -106,6 +106,19 @@ def test_network_shapes_and_bn_momentum(head):
   assert model.get_layer('mobilenetv2_block8').output.shape[1:] == (4, 4, 24)  # 64 channels x alpha 0.35, rounded to 8
 
 
+def test_soft_argmax_finds_each_peak_in_view_coordinates():
+  maps = np.full([1, 8, 6, 2], -50.0, np.float32)  # H=8 rows, W=6 columns
+  maps[0, 2, 5, 0] = 50.0  # row 2, column 5
+  maps[0, 7, 0, 1] = 50.0
+  points = network.SoftArgmax()(maps).numpy().reshape(2, 2)
+  np.testing.assert_allclose(points, [[5.5 / 6, 2.5 / 8], [0.5 / 6, 7.5 / 8]],
+                             atol=1e-5)
+  # Equal mass on two cells: their midpoint.
+  maps[0, 2, 3, 0] = 50.0
+  np.testing.assert_allclose(network.SoftArgmax()(maps).numpy()[0, :2],
+                             [4.5 / 6, 2.5 / 8], atol=1e-5)
+
+
 def test_bad_input_size_names_the_flag():
   with pytest.raises(ValueError, match='--input_size'):
     network.build_landmark_net(input_size=100)
