@@ -18,6 +18,7 @@ minor: gamma is rescaled so that inference normalises exactly as torch does.
 import collections
 import importlib.metadata
 import io
+import math
 import os
 import pickle
 import struct
@@ -111,15 +112,35 @@ def _read_storages(data, pos, keys, storages):
   return arrays
 
 
-def _tensor_array(name, tensor, arrays):
-  """The tensor's elements, copied out of its storage by offset and stride."""
+def _tensor_array(name, tensor, arrays, budget):
+  """The tensor's elements, copied out of its storage by offset and stride.
+
+  Every number here comes from the file: before anything is allocated, the
+  tensor must lie inside its storage, hold no more elements than it and fit
+  in `budget` (bytes of storage not yet copied out), so a few hundred hostile
+  bytes (e.g. a stride-0 30000x30000 tensor) cannot ask for gigabytes.
+  """
   flat = arrays[tensor.storage.key]
   offset = tensor.storage.offset + tensor.offset
-  if 0 in tensor.size:
+  numbers = (offset,) + tensor.size + tensor.stride
+  if not all(isinstance(n, int) and n >= 0 for n in numbers):
+    raise ValueError(f'{name}: offset, sizes and strides must be '
+                     f'non-negative integers, got {offset}, {tensor.size}, '
+                     f'{tensor.stride}')
+  if len(tensor.size) != len(tensor.stride) or len(tensor.size) > 8:
+    raise ValueError(f'{name}: {len(tensor.size)} sizes and '
+                     f'{len(tensor.stride)} strides (at most 8 dimensions)')
+  elements = math.prod(tensor.size)
+  if elements > flat.size or elements * flat.itemsize > budget:
+    raise ValueError(f'{name}: {tensor.size} is {elements:,} elements, more '
+                     f'than its storage ({flat.size:,}) or the storage bytes '
+                     f'not yet copied ({budget:,}) hold')
+  if elements == 0:
     return np.zeros(tensor.size, flat.dtype)
   last = offset + sum((n - 1) * s for n, s in zip(tensor.size, tensor.stride))
-  if offset < 0 or min(tensor.stride, default=0) < 0 or last >= flat.size:
-    raise ValueError(f'{name} reaches outside its storage')
+  if last >= flat.size:
+    raise ValueError(f'{name} reaches outside its storage (element {last} of '
+                     f'{flat.size})')
   strides = [s * flat.itemsize for s in tensor.stride]
   return np.lib.stride_tricks.as_strided(flat[offset:], tensor.size,
                                          strides).copy()
@@ -135,7 +156,14 @@ def _parse(data):
           all(isinstance(v, _Tensor) for v in state.values())):
     raise ValueError('its object is not a state dict of tensors')
   arrays = _read_storages(data, stream.tell(), keys, unpickler.storages)
-  return {name: _tensor_array(name, t, arrays) for name, t in state.items()}
+  # Tensors may share a storage, but a state dict's copies never outweigh
+  # the storage bytes read: thousands of tensors over one storage would.
+  budget = sum(a.nbytes for a in arrays.values())
+  tensors = {}
+  for name, tensor in state.items():
+    tensors[name] = _tensor_array(name, tensor, arrays, budget)
+    budget -= tensors[name].nbytes
+  return tensors
 
 
 def read_legacy_checkpoint(path):

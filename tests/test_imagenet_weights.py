@@ -7,6 +7,7 @@ PyTorch), named and shaped as torchvision's `mobilenet_v2(width_mult=0.35)`.
 import io
 import os
 import pickle
+import re
 import struct
 import subprocess
 import sys
@@ -305,3 +306,54 @@ def test_command_line_writes_the_file_or_one_line(source, tmp_path):
   assert result.stderr.strip().splitlines()[-1].startswith(
       'convert_imagenet: ')
   assert 'Traceback' not in result.stderr
+
+
+# Read in a child process whose address space is capped: a hostile file must
+# be refused before it allocates, not by the machine running out of memory.
+_CAPPED_READ = '''
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]),) * 2)
+from model import imagenet_weights
+try:
+  imagenet_weights.read_legacy_checkpoint(sys.argv[1])
+except ValueError as e:
+  print(e)
+else:
+  print('read')
+'''
+_MEMORY_CAP = 1 << 30  # The reader's own imports take about 160 MB.
+
+
+def _read_capped(path):
+  result = subprocess.run(
+      [sys.executable, '-c', _CAPPED_READ, str(path), str(_MEMORY_CAP)],
+      cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  return result.stdout.strip()
+
+
+@pytest.mark.parametrize('entries, storage, message', [
+    # Stride 0: 900 million elements (3.6 GB) over one stored float.
+    ({'w': ('a', 0, (30000, 30000), (0, 0), None)}, 1,
+     r'w: \(30000, 30000\) is 900,000,000 elements, more than its storage'),
+    # A hundred tensors, each of the whole storage: 100x what was read.
+    ({f'w{i}': ('a', 0, (1000,), (1,), None) for i in range(100)}, 1000,
+     r'w\d+: \(1000,\) is 1,000 elements, more than .* the storage bytes not '
+     r'yet copied \(0\)'),
+    # As many elements as the storage, but strided past its end.
+    ({'w': ('a', 0, (10,), (1000,), None)}, 10,
+     r'w reaches outside its storage \(element 9000 of 10\)'),
+    ({'w': ('a', 5, (10,), (1,), None)}, 10,
+     r'w reaches outside its storage \(element 14 of 10\)'),
+    ({'w': ('a', 0, (-4, -4), (1, 1), None)}, 10,
+     'w: offset, sizes and strides must be non-negative integers'),
+])
+def test_a_hostile_checkpoint_is_refused_before_allocating(
+    tmp_path, entries, storage, message):
+  path = tmp_path / 'hostile.pth'
+  _write_legacy(path, entries, {'a': np.zeros(storage, np.float32)})
+  assert path.stat().st_size < 20_000  # Bytes, against gigabytes.
+  said = _read_capped(path)
+  assert re.search(f'hostile.pth: not a legacy PyTorch checkpoint: {message}',
+                   said), said
+  assert '\n' not in said
