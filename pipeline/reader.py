@@ -8,17 +8,19 @@ like a shard is not read, and a missing one is an error. A corrupt shard shows
 up as a tf.errors.DataLossError that names no file; `naming_corrupt_shards`
 turns it into a CorruptShard error that does.
 
-Training can cache the decoded faces of one pass (`cache`), in memory or in
-files, so that later epochs decode no JPEG: the CPU then keeps up with a GPU.
+Training can cache the decoded faces (`cache`), in memory or in files
+(face_cache.py), so that later epochs decode no JPEG: the CPU then keeps up
+with a GPU.
 """
 
 import contextlib
-import hashlib
 import json
 import os
 
+from absl import logging
 import tensorflow as tf
 
+from pipeline import face_cache
 from pipeline import records
 from pipeline import sources
 
@@ -195,7 +197,8 @@ def naming_corrupt_shards(data_dir, *splits):
 
 def make_dataset(data_dir, split, batch_size, *, training, seed=None,
                  deterministic=False, drop_remainder=None, shuffle_buffer=1024,
-                 cycle_length=8, input_context=None, cache='', mix=()):
+                 cycle_length=8, input_context=None, cache='', mix=(),
+                 log=logging.info):
   """Batches of faces from `data_dir`'s `split` shards.
 
   Each batch is records.parse_face's dict, batched: image uint8 [B, S, S, 3]
@@ -219,19 +222,20 @@ def make_dataset(data_dir, split, batch_size, *, training, seed=None,
       strategy.distribute_datasets_from_function): this input pipeline then
       reads its share of the files (or of every file's records when there are
       fewer files than pipelines) and batches per replica.
-    cache: training only. '' decodes every face every epoch. Otherwise one
-      shuffled pass is decoded and cached, then reshuffled every epoch:
-      'memory' (MEMORY_CACHE; check_cache says whether it fits) shuffles the
-      whole split uniformly (the buffer refers to the cached tensors, copying
-      none; the first batch waits for the whole pass); any other value is a
-      folder for tf.data's file cache (created; reused by later runs on the
-      same shard files, a new file when they change: old ones are left for
-      you to delete), shuffled through `shuffle_buffer` decoded faces on top
-      of the cached pass's own shuffle.
+    cache: training only. '' decodes every face every epoch.
+      'memory' (MEMORY_CACHE; check_cache says whether it fits): one shuffled
+      pass is decoded into memory, then the whole split is reshuffled
+      uniformly every epoch (the buffer refers to the cached tensors, copying
+      none; the first batch waits for the whole pass). Any other value is a
+      local folder for the file cache (face_cache.py: created; the shards'
+      decoded copies are built before the first batch, or found from an
+      earlier or concurrent run), read in the same seeded order as the
+      shards would be (`shuffle_buffer` then holds decoded faces).
     mix: training only: (folder, fraction) pairs of other prepared folders
       with the same image size; each face of a batch comes from a folder's
       `split` with that probability, else from `data_dir` (an epoch of one
       folder is no epoch of another: each repeats on its own).
+    log: where the file cache says what it builds or cleans up.
 
   Returns:
     A tf.data.Dataset of dict batches. Iterate it inside
@@ -259,7 +263,7 @@ def make_dataset(data_dir, split, batch_size, *, training, seed=None,
     drop_remainder = training
   faces = [_faces(folder, manifest, split, training=training, seed=seed,
                   shuffle_buffer=shuffle_buffer, cycle_length=cycle_length,
-                  input_context=input_context, cache=cache)
+                  input_context=input_context, cache=cache, log=log)
            for folder, manifest in zip(folders, manifests)]
   if mix:
     weights = [1.0 - sum(f for _, f in mix)] + [f for _, f in mix]
@@ -296,54 +300,44 @@ def read_manifests(data_dir, split, mix=()):
 
 
 def _faces(data_dir, manifest, split, *, training, seed, shuffle_buffer,
-           cycle_length, input_context, cache):
+           cycle_length, input_context, cache, log):
   """One folder's decoded faces, unbatched (see make_dataset)."""
   image_size = manifest['image_size']
   files = shard_files(data_dir, split, manifest)
   read = tf.data.TFRecordDataset
-  share = (0, 1)
   if input_context is not None:
     files, read = _pipeline_share(files, input_context)
-    share = (input_context.input_pipeline_id,
-             input_context.num_input_pipelines)
+  parse_record = records.parse_face
+  if cache and cache != MEMORY_CACHE:
+    # The shards' decoded copies, one for one: read below exactly as the
+    # shards would be, so the order stays the seed's, epoch by epoch.
+    files = face_cache.entries(cache, files, image_size, log)
+    parse_record = face_cache.parse
 
   dataset = tf.data.Dataset.from_tensor_slices(files)
   if training:
     dataset = dataset.shuffle(len(files), seed=seed)
-    if not cache:  # A cache takes one finite pass and repeats that.
+    if cache != MEMORY_CACHE:  # That takes one finite pass and repeats it.
       dataset = dataset.repeat()
     dataset = dataset.interleave(
         read, cycle_length=min(cycle_length, len(files)),
         num_parallel_calls=tf.data.AUTOTUNE)
-    # Shuffled before decoding: serialized JPEGs take a tenth of the memory.
+    # Shuffled before parsing: serialized JPEGs take a tenth of the memory
+    # (file cache entries hold pixels: as much as decoded faces).
     dataset = dataset.shuffle(shuffle_buffer, seed=seed)
   else:
     dataset = dataset.flat_map(read)
 
   def parse(serialized):
-    face = records.parse_face(serialized)
+    face = parse_record(serialized)
     face['image'] = tf.ensure_shape(face['image'], [image_size, image_size, 3])
     return face
 
   dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-  if cache == MEMORY_CACHE:
-    dataset = dataset.cache().shuffle(split_size(manifest, split), seed=seed)
-  elif cache:
-    tf.io.gfile.makedirs(cache)
-    dataset = dataset.cache(_cache_file(cache, split, files, share)).shuffle(
-        shuffle_buffer, seed=seed)
-  if cache:  # Reshuffled each epoch (reshuffle_each_iteration).
-    dataset = dataset.repeat()
+  if cache == MEMORY_CACHE:  # Reshuffled each epoch (reshuffle_each_iteration).
+    dataset = dataset.cache().shuffle(split_size(manifest, split),
+                                      seed=seed).repeat()
   return dataset
-
-
-def _cache_file(cache, split, files, share):
-  """The file cache of these shard files (and record share) in folder `cache`:
-  named by their paths, sizes and times, so rewritten shards get a new one."""
-  stats = [(f, s.length, s.mtime_nsec)
-           for f, s in zip(files, map(tf.io.gfile.stat, files))]
-  digest = hashlib.sha256(repr((stats, share)).encode()).hexdigest()[:16]
-  return os.path.join(cache, f'{split}-{digest}')
 
 
 def _pipeline_share(files, input_context):

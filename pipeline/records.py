@@ -57,14 +57,18 @@ def serialize_face(jpeg, size, landmarks, box, crop, source, subset, face_index)
           deterministic=True)  # map order: the same bytes in every process
 
 
-def parse_face(serialized):
+def parse_face(serialized, raw=False):
   """Parses one serialized Example into a dict of tensors.
 
   `image` is uint8 [S, S, 3] (decoded), `landmarks` float32 [68, 2] and `box`,
-  `crop` float32 [4], all in corner coordinates.
+  `crop` float32 [4], all in corner coordinates. `raw`: the image bytes are
+  pixels, not JPEG (the decoded-face file cache, face_cache.py).
   """
   f = tf.io.parse_single_example(serialized, _FEATURES)
-  image = tf.io.decode_jpeg(f['image/encoded'], channels=3)
+  if raw:
+    image = tf.io.decode_raw(f['image/encoded'], tf.uint8)
+  else:
+    image = tf.io.decode_jpeg(f['image/encoded'], channels=3)
   size = tf.cast(f['image/size'], tf.int32)
   image = tf.ensure_shape(tf.reshape(image, [size, size, 3]), [None, None, 3])
   return {

@@ -4,6 +4,9 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -11,10 +14,12 @@ import pytest
 import tensorflow as tf
 
 from pipeline import geometry
+from pipeline import face_cache
 from pipeline import reader
 from pipeline import records
 from pipeline import sources
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
 # Faces per shard file, by split.
 SHARDS = {'train': (5, 5, 5), 'val': (4, 3)}
@@ -22,6 +27,7 @@ SHARDS = {'train': (5, 5, 5), 'val': (4, 3)}
 
 def _write_dataset(root, shards=None, schema_version=records.SCHEMA_VERSION):
   """Shards of random faces (face_index counts up in file order), a manifest."""
+  root.mkdir(parents=True, exist_ok=True)
   rng = np.random.default_rng(0)
   face_index = 0
   splits = {}
@@ -217,23 +223,41 @@ def _faces_by_index(data_dir):
                                          batch['landmarks'].numpy())}
 
 
-@pytest.mark.parametrize('cache', [reader.MEMORY_CACHE, 'folder'])
-def test_cache_gives_the_same_faces_reshuffled_each_epoch(tmp_path, cache):
+def _rewrite_images(data_dir, value):
+  """Rewrites every train shard in place with the same faces, all pixels
+  `value`: what a reader that still reads the shards would then see."""
+  manifest = reader.read_manifest(data_dir)
+  for name in manifest['splits']['train']['shards']:
+    path = os.path.join(data_dir, name)
+    faces = list(tf.data.TFRecordDataset(path).map(records.parse_face)
+                 .as_numpy_iterator())
+    with tf.io.TFRecordWriter(path) as writer:
+      for face in faces:
+        image = np.full([SIZE, SIZE, 3], value, np.uint8)
+        writer.write(records.serialize_face(
+            cv2.imencode('.png', image)[1].tobytes(), SIZE, face['landmarks'],
+            face['box'], face['crop'], face['source'].decode(),
+            face['subset'].decode(), face['face_index']))
+
+
+def _check_faces(batches, expected):
+  for batch in batches:
+    for i, image, landmarks in zip(batch['face_index'].numpy(),
+                                   batch['image'].numpy(),
+                                   batch['landmarks'].numpy()):
+      np.testing.assert_array_equal(image, expected[int(i)][0])
+      np.testing.assert_array_equal(landmarks, expected[int(i)][1])
+
+
+def test_memory_cache_gives_the_same_faces_reshuffled_each_epoch(tmp_path):
   data_dir = _write_dataset(tmp_path)
-  if cache != reader.MEMORY_CACHE:
-    cache = str(tmp_path / 'cache' / 'train')  # Created on use.
   expected = _faces_by_index(data_dir)
 
   def epochs():
     batches = list(reader.make_dataset(data_dir, 'train', 5, training=True,
                                        seed=4, deterministic=True,
-                                       cache=cache).take(9))
-    for batch in batches:
-      for i, image, landmarks in zip(batch['face_index'].numpy(),
-                                     batch['image'].numpy(),
-                                     batch['landmarks'].numpy()):
-        np.testing.assert_array_equal(image, expected[int(i)][0])
-        np.testing.assert_array_equal(landmarks, expected[int(i)][1])
+                                       cache=reader.MEMORY_CACHE).take(9))
+    _check_faces(batches, expected)
     order = sum((b['face_index'].numpy().tolist() for b in batches), [])
     return [order[i:i + 15] for i in range(0, 45, 15)]
 
@@ -241,10 +265,143 @@ def test_cache_gives_the_same_faces_reshuffled_each_epoch(tmp_path, cache):
   # Every epoch has every face once, in a new order.
   assert all(sorted(epoch) == list(range(15)) for epoch in first)
   assert len({tuple(epoch) for epoch in first}) == 3
-  # The same seed repeats it (a file cache: now read from its files).
-  assert epochs() == first
-  if cache != reader.MEMORY_CACHE:
-    assert [n for n in os.listdir(cache) if n.endswith('.index')]
+  assert epochs() == first  # The same seed repeats it.
+
+
+def test_memory_cache_reads_the_shards_once(tmp_path):
+  data_dir = _write_dataset(tmp_path)
+  expected = _faces_by_index(data_dir)
+  batches = iter(reader.make_dataset(data_dir, 'train', 5, training=True,
+                                     seed=0, cache=reader.MEMORY_CACHE))
+  _check_faces([next(batches)], expected)  # The whole first pass is read.
+  _rewrite_images(data_dir, 0)
+  # Ten more epochs, past anything prefetched: all from memory.
+  _check_faces([next(batches) for _ in range(30)], expected)
+
+
+def _order(data_dir, seed, cache='', log=None, batches=12):
+  dataset = reader.make_dataset(data_dir, 'train', 5, training=True,
+                                seed=seed, deterministic=True, cache=cache,
+                                log=log or (lambda _: None))
+  return [b['face_index'].numpy().tolist() for b in dataset.take(batches)]
+
+
+def test_file_cache_keeps_the_uncached_order_of_every_seed(tmp_path):
+  data_dir = _write_dataset(tmp_path / 'data')
+  cache = str(tmp_path / 'cache' / 'train')  # Created on use.
+  built = []
+  for seed in (4, 5):
+    # The known order is the one without a cache: the cache changes none of
+    # it, epoch after epoch, seed after seed (on one shared cache).
+    assert _order(data_dir, seed, cache, built.append) == _order(data_dir,
+                                                                 seed)
+  assert _order(data_dir, 4) != _order(data_dir, 5)
+  assert len(built) == 3  # One line per shard, the first time only.
+  assert [name.startswith(records.shard_name('train', i, 3)[:-9])
+          for i, name in enumerate(sorted(os.listdir(cache)))] == [True] * 3
+
+
+def test_file_cache_is_read_instead_of_the_shards(tmp_path):
+  data_dir = _write_dataset(tmp_path / 'data')
+  cache = str(tmp_path / 'cache')
+  expected = _faces_by_index(data_dir)
+  batches = iter(reader.make_dataset(data_dir, 'train', 5, training=True,
+                                     seed=0, cache=cache))
+  _rewrite_images(data_dir, 0)
+  _check_faces([next(batches) for _ in range(30)], expected)
+  # Rewritten shards are new entries: a new dataset sees their faces.
+  built = []
+  batch = next(iter(reader.make_dataset(data_dir, 'train', 5, training=True,
+                                        seed=0, cache=cache,
+                                        log=built.append)))
+  assert len(built) == 3 and not batch['image'].numpy().any()
+  assert len(os.listdir(cache)) == 6
+
+
+def test_file_cache_entries_are_keyed_by_shard_and_size(tmp_path):
+  data_dir = _write_dataset(tmp_path)
+  shard = os.path.join(data_dir, records.shard_name('train', 0, 3))
+  other = os.path.join(data_dir, records.shard_name('train', 1, 3))
+  key = face_cache.entry_path
+  assert key('c', shard, SIZE) == key('c', shard, SIZE)
+  assert len({key('c', shard, SIZE), key('c', shard, SIZE + 1),
+              key('c', other, SIZE)}) == 3
+  before = key('c', shard, SIZE)
+  with open(shard, 'ab') as f:
+    f.write(b'x')
+  assert key('c', shard, SIZE) != before
+
+
+def _run_python(code, *args):
+  return subprocess.run([sys.executable, '-c', code, *map(str, args)],
+                        cwd=REPO, capture_output=True, text=True, timeout=300,
+                        check=False)
+
+
+# Reads 4 batches through a file cache; prints what the cache said, then
+# their face indices.
+_READ_SHARED = """
+import sys
+from pipeline import reader
+dataset = reader.make_dataset(sys.argv[1], 'train', 5, training=True, seed=0,
+                              deterministic=True, cache=sys.argv[2], log=print)
+print([b['face_index'].numpy().tolist() for b in dataset.take(4)])
+"""
+# Takes the lock of the first shard's entry, writes part of it, dies as
+# `kill -9` would.
+_KILLED_WHILE_BUILDING = """
+import os, signal, sys
+from pipeline import face_cache
+from pipeline import records
+path = face_cache.entry_path(sys.argv[2], os.path.join(
+    sys.argv[1], records.shard_name('train', 0, 3)), int(sys.argv[3]))
+os.makedirs(sys.argv[2], exist_ok=True)
+assert face_cache._take_lock(path + '.lock', print)
+with open(f'{path}.{os.getpid()}.tmp', 'wb') as f:
+  f.write(b'half an entry')
+print(os.getpid(), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_file_cache_survives_a_killed_run(tmp_path):
+  data_dir = _write_dataset(tmp_path / 'data')
+  expected = _faces_by_index(data_dir)
+  cache = tmp_path / 'cache'
+  killed = _run_python(_KILLED_WHILE_BUILDING, data_dir, cache, SIZE)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+  pid = killed.stdout.split()[-1]
+  # In a child too: were the dead lock taken for a live one, it would wait.
+  resumed = _run_python(_READ_SHARED, data_dir, cache)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  stale = [line for line in resumed.stdout.splitlines() if 'stale' in line]
+  assert len(stale) == 1 and f'stale lock of process {pid} ' in stale[0], (
+      resumed.stdout)
+  assert len(os.listdir(cache)) == 3  # Entries only: no lock, no partial.
+  _check_faces(list(reader.make_dataset(data_dir, 'train', 5, training=True,
+                                        seed=0, cache=str(cache)).take(6)),
+               expected)
+
+
+
+
+def test_two_runs_share_a_file_cache(tmp_path):
+  data_dir = _write_dataset(tmp_path / 'data', shards={'train': (5,) * 8})
+  cache = tmp_path / 'cache'
+  runs = [subprocess.Popen([sys.executable, '-c', _READ_SHARED, data_dir,
+                            str(cache)], cwd=REPO, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+          for _ in range(2)]
+  outputs = [run.communicate(timeout=300) for run in runs]
+  for run, (_, stderr) in zip(runs, outputs):
+    assert run.returncode == 0, stderr[-2000:]
+  expected = str(_order(data_dir, 0, batches=4))
+  assert [out.splitlines()[-1] for out, _ in outputs] == [expected] * 2
+  # Each shard was decoded once, by one run or the other.
+  decoded = [line for out, _ in outputs for line in out.splitlines()
+             if line.startswith('Decoding')]
+  assert len(decoded) == 8, outputs
+  assert len(os.listdir(cache)) == 8
 
 
 def test_memory_cache_larger_than_memory_is_refused(tmp_path, monkeypatch):

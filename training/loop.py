@@ -96,7 +96,7 @@ class Trainer:
           cfg.data_dir, 'train', cfg.batch_size, training=True,
           seed=cfg.seed + self.step, deterministic=cfg.deterministic,
           input_context=input_context, cache=cfg.cache,
-          mix=cfg.training_mix())
+          mix=cfg.training_mix(), log=self.log)
 
     return self.strategy.distribute_datasets_from_function(dataset_fn)
 
