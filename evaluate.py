@@ -23,7 +23,7 @@ faces, failure rate and CED counting misses as failures. --model defaults to
 the shipped model.
 """
 
-from cli import config_flags
+from facelandmark import config_flags
 from evaluation import evaluate_lib
 
 

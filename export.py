@@ -7,7 +7,7 @@ What EXPORT/ holds: exporting/export_lib.py (and its saved_model and tflite
 modules for the signatures and files).
 """
 
-from cli import config_flags
+from facelandmark import config_flags
 from exporting import export_lib
 
 

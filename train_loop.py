@@ -10,7 +10,7 @@ where the last run stopped. Flags: the fields of training/config.py.
 
 from absl import logging
 
-from cli import config_flags
+from facelandmark import config_flags
 from training import config
 from training import loop
 

@@ -1,5 +1,5 @@
 """Live landmarks: camera, video, photo or folder in; annotated frames and
-JSON out.
+JSON out. The installed `facelandmark` command, run from the checkout.
 
   python webcam.py                                    # camera 0, in a window
   python webcam.py --source=talk.mp4 --output=annotated.mp4 \\
@@ -11,18 +11,15 @@ JSON out.
 Faces are found by BlazeFace (--detector); on video and camera each face is
 followed from its last landmarks with an id, the detector running every
 --detect_every frames; --smoothing applies a One Euro filter per face, --pose
-adds head pose (live/webcam_lib.py).
+adds head pose (facelandmark/command.py).
 """
 
-from cli import config_flags
-from live import webcam_lib
+from facelandmark import command
 
 
-def main(argv):
-  del argv
-  webcam_lib.run(config_flags.config_from_flags(webcam_lib.WebcamConfig))
+def main():
+  command.main(program='webcam')
 
 
 if __name__ == '__main__':
-  config_flags.define_flags(webcam_lib.WebcamConfig)
-  config_flags.run(main, 'webcam')
+  main()

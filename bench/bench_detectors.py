@@ -39,8 +39,8 @@ import cv2
 import numpy as np
 
 from bench import timing
-from live import detectors
-from live.errors import WebcamError
+from facelandmark import detectors
+from facelandmark.errors import WebcamError
 from pipeline import sources
 
 SPLITS = ('val', 'train', 'all')

@@ -58,14 +58,15 @@ from evaluation import evaluate_lib
 from evaluation import photos as photos_lib
 from evaluation import report
 from evaluation import samples as samples_lib
-from live import detectors
-from live import finder as finder_lib
-from live import tracking
-from live.errors import WebcamError
+from facelandmark import detectors
+from facelandmark import finder as finder_lib
+from facelandmark import tracking
+from facelandmark.errors import WebcamError
+from facelandmark import landmarker as runtime
 from model import landmarker as landmarker_lib
 from model import metrics
-from pipeline import geometry
-from pipeline import views
+from facelandmark import geometry
+from facelandmark import views
 
 SPLITS = ('val', 'train', 'all')
 DETECTORS = ('blazeface', 'haar')
@@ -91,7 +92,7 @@ def saved_model_landmarker(path, threads):
         session, ['serve'], path).signature_def[landmarker_lib.VIEWS_SIGNATURE]
   feed = signature.inputs['views'].name
   fetch = signature.outputs['landmarks'].name
-  metadata = landmarker_lib.read_metadata(path)
+  metadata = runtime.read_metadata(path)
   return landmarker_lib.Landmarker(
       lambda views: session.run(fetch, {feed: views}), metadata['input_size'],
       metadata['view_scale'], metadata)

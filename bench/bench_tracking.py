@@ -11,7 +11,7 @@ a known sub-pixel shift (two sines of 1 px amplitude, periods 3 s in x and
 2.2 s in y, random phases; resampled bilinearly), with Gaussian noise (sigma
 3 grey levels) and re-compressed per frame (JPEG quality 80, then the
 video's own MJPG). Every configuration runs webcam.py's loop
-(webcam_lib.run, headless, JSON out) on the same clips:
+(command.run, headless, JSON out) on the same clips:
   detect every frame (--notrack), without and with --smoothing;
   tracking (--detect_every=10), without and with --smoothing.
 
@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from bench import timing
-from live import webcam_lib
+from facelandmark import command
 from pipeline import sources
 
 SIZE = (640, 480)
@@ -117,10 +117,10 @@ def jitter_and_spread(frames, shifts):
 
 
 def run_config(clip, options, num_threads, folder):
-  """(JSON frame records, mean FPS) of webcam_lib.run on `clip`."""
+  """(JSON frame records, mean FPS) of command.run on `clip`."""
   landmarks = os.path.join(folder, 'faces.json')
   with contextlib.redirect_stderr(io.StringIO()):  # Its progress bar.
-    summary = webcam_lib.run(webcam_lib.WebcamConfig(
+    summary = command.run(command.WebcamConfig(
         source=clip, json=landmarks, headless=True, num_threads=num_threads,
         **options), log=lambda *_: None)
   with open(landmarks, encoding='utf-8') as f:

@@ -11,7 +11,7 @@ import cv2
 import keras
 import numpy as np
 
-from pipeline import geometry
+from facelandmark import geometry
 from pipeline import reader
 
 

@@ -12,11 +12,11 @@ from typing import Optional
 import numpy as np
 import tqdm
 
-from cli.config_flags import option
+from facelandmark.config_flags import option
 from evaluation import photos as photos_lib
 from evaluation import report as report_lib
 from evaluation import samples as samples_lib
-from live import detectors
+from facelandmark import detectors
 from model import landmarker as landmarker_lib
 from model import metrics
 from pipeline import sources

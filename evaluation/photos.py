@@ -12,9 +12,9 @@ import dataclasses
 import cv2
 import numpy as np
 
-from live import detectors
+from facelandmark import detectors
 from model import metrics
-from pipeline import geometry
+from facelandmark import geometry
 
 MATCH_IOU = 0.5
 

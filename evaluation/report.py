@@ -13,9 +13,9 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from model import metrics
-from pipeline import drawing
-from pipeline import geometry
-from pipeline import views
+from facelandmark import drawing
+from facelandmark import geometry
+from facelandmark import views
 
 COMMON = ('lfpw/testset', 'helen/testset')
 CHALLENGING = ('ibug',)

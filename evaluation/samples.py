@@ -10,7 +10,7 @@ import os
 import cv2
 import numpy as np
 
-from pipeline import geometry
+from facelandmark import geometry
 from pipeline import reader
 from pipeline import records
 from pipeline import sources

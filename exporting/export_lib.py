@@ -19,11 +19,12 @@ from typing import Optional
 
 import numpy as np
 
-from cli.config_flags import option
+from facelandmark.config_flags import option
 from evaluation import evaluate_lib
 from evaluation import samples as samples_lib
 from exporting import saved_model as saved_model_lib
 from exporting import tflite as tflite_lib
+from facelandmark import landmarker as runtime
 from model import landmarker as landmarker_lib
 from training import workdir as workdir_lib
 
@@ -207,12 +208,12 @@ def export(cfg, log=print):
           cfg.data_dir, train_cfg.input_size, train_cfg.view_scale,
           train_cfg.box, cfg.num_calibration)
 
-    metadata_path = os.path.join(tmp, landmarker_lib.METADATA)
+    metadata_path = os.path.join(tmp, runtime.METADATA)
     workdir_lib.write_json(metadata_path, metadata)
     for variant in cfg.tflite:
       log(f'Converting to TF Lite {variant}...')
       flatbuffer = tflite_lib.convert_tflite(tmp, variant, representative)
-      name = landmarker_lib.tflite_name(variant)
+      name = runtime.tflite_name(variant)
       files[name] = os.path.join(tmp, name)
       with open(files[name], 'wb') as f:
         f.write(flatbuffer)

@@ -13,7 +13,7 @@
 import tensorflow as tf
 
 from model import landmarker as landmarker_lib
-from pipeline import geometry
+from facelandmark import geometry
 from pipeline import views as views_lib
 
 

@@ -6,8 +6,8 @@
 
 import dataclasses
 
-from cli import config_flags
-from cli.config_flags import option
+from facelandmark import config_flags
+from facelandmark.config_flags import option
 from model import imagenet_weights
 
 

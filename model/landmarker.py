@@ -1,281 +1,42 @@
-"""Face boxes to 68 landmarks in image pixels, with an exported or Keras model.
+"""The Landmarker (facelandmark/landmarker.py) on TensorFlow models too: an
+export's SavedModel and Keras nets, for training, evaluation and export.
 
-The network sees a square view around each face box (pipeline/views.py, with
-the training `view_scale`), resampled to `input_size` pixels, and returns the
-landmarks in that view normalised to [0, 1]. This module checks the image and
-boxes, cuts the views, runs the model and maps its output back to image corner
-coordinates.
+A SavedModel is a program: loading one runs its TensorFlow graph, so load
+only SavedModels you trust and prefer the .tflite files beside it (data for
+the TF Lite interpreter; all the runtime, `facelandmark`, runs).
 
-  landmarker = Landmarker.load('export/')  # Fastest file scoring the same.
-  landmarker = Landmarker.load('export/landmarks_int8.tflite', num_threads=2)
-  points = landmarker.predict(rgb_image, boxes, refine=True)  # [K, 68, 2]
+  landmarker = Landmarker.load('export/')   # Fastest file scoring the same.
+  landmarker = Landmarker.load('export/', prefer='saved_model')
+  landmarker = Landmarker.from_keras(net, input_size=224, view_scale=1.25)
 """
 
-import json
-import math
 import os
-import warnings
 
-import numpy as np
 import tensorflow as tf
 
-from pipeline import geometry
-from pipeline import views as views_lib
+from facelandmark import landmarker as runtime
 
-# The shipped model (README), the default wherever a model is chosen.
+# The shipped export: the SavedModel, with the runtime's float16 file and
+# metadata.json linked in from the package (facelandmark/models/).
 SHIPPED_MODEL = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'pretrained')
-# Written by export.py beside the SavedModel and the .tflite files.
-METADATA = 'metadata.json'
-SAVED_MODEL_PB = 'saved_model.pb'
 # The SavedModel signature with the network's own contract: float views in
 # [0, 1] -> normalised landmarks. The .tflite files are converted from it.
 VIEWS_SIGNATURE = 'views'
-# The SavedModel's name in metadata['comparison']['files'].
-SAVED_MODEL = 'saved_model'
 # What Landmarker.load(folder, prefer=...) runs: see there.
 PREFER = ('fastest', 'saved_model')
-# "Scores the same": an NME at most 1% (relative) above the SavedModel's on the
-# export's comparison faces; the shipped int8 file is 0.5% above.
-NME_TOLERANCE = 0.01
-# A box side beyond this many times the image's larger side frames no face in
-# the image: its view would be a dot of image in black.
-MAX_BOX_SCALE = 100
-
-
-def tflite_name(variant):
-  return f'landmarks_{variant}.tflite'
-
-
-# Fastest first: the network's median time per face on one x86 thread with
-# XNNPACK, shipped 112 px net (int8 converted from it): int8 0.61 ms, float16
-# 0.98, float32 0.98, SavedModel 3.6. float16 runs as float32 there; it comes
-# first for its half-size file.
-FASTEST_FIRST = tuple(tflite_name(v) for v in ('int8', 'float16', 'float32'))
-
-
-# Images and boxes.
-
-
-def as_rgb_uint8(image):
-  """`image` as the uint8 RGB [H, W, 3] the views are cut from.
-
-  uint8 RGB [H, W, 3] is native. Grey [H, W] or [H, W, 1] becomes three equal
-  channels; RGBA [H, W, 4] loses alpha; uint16 is divided by 257 (65535 ->
-  255); float images (any precision) must lie in [0, 1] and are multiplied by
-  255. Any other dtype, shape or channel count, or an empty image, raises
-  ValueError.
-  """
-  image = np.asarray(image)
-  if image.ndim not in (2, 3):
-    raise ValueError('image must be [H, W] (grey) or [H, W, C], got shape '
-                     f'{image.shape}')
-  if not image.size:
-    raise ValueError(f'image is empty: shape {image.shape}')
-  if image.ndim == 2:
-    image = image[..., None]
-  channels = image.shape[2]
-  if channels not in (1, 3, 4):
-    raise ValueError(f'image has {channels} channels; expected 1 (grey), 3 '
-                     '(RGB) or 4 (RGBA)')
-  image = _as_uint8(image[..., :3])
-  if channels == 1:
-    image = np.repeat(image, 3, axis=2)
-  return np.ascontiguousarray(image)
-
-
-def _as_uint8(image):
-  if image.dtype == np.uint8:
-    return image
-  if image.dtype == np.uint16:
-    return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
-  if np.issubdtype(image.dtype, np.floating):
-    # [0, 1] is tf.image's convention and the network's own input. A 0..255
-    # float image is refused, not guessed at: its values go past 1 (one that
-    # stays within [0, 1] is black on either reading).
-    low, high = np.min(image), np.max(image)
-    if not 0 <= low <= high <= 1:
-      raise ValueError(f'float image values must be in [0, 1], got [{low}, '
-                       f'{high}]: divide a 0..255 image by 255, or pass uint8')
-    return np.rint(image.astype(np.float32) * 255).astype(np.uint8)
-  raise ValueError(f'image dtype {image.dtype} is not supported: pass uint8 '
-                   '(0..255), uint16 (0..65535) or float in [0, 1]')
-
-
-def check_boxes(boxes, image_shape):
-  """Face boxes as float64 [K, 4]; ValueError naming the first bad one.
-
-  Each box [x0, y0, x1, y1] (corner coordinates) must be finite, have positive
-  width and height, no side over MAX_BOX_SCALE times the image's larger side,
-  and overlap the image of `image_shape` ([H, W, ...]). [] is no faces.
-  """
-  try:
-    boxes = np.asarray(boxes, np.float64)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f'boxes must be numbers [K, 4] [x0, y0, x1, y1]: {e}'
-                     ) from e
-  if boxes.shape == (0,):
-    boxes = boxes.reshape(0, 4)
-  if boxes.ndim != 2 or boxes.shape[1] != 4:
-    raise ValueError('boxes must be [K, 4] [x0, y0, x1, y1], got shape '
-                     f'{boxes.shape}')
-  height, width = image_shape[:2]
-  for i, box in enumerate(boxes):
-    problem = _box_problem(box, width, height)
-    if problem:
-      raise ValueError(f'box {i} {box.tolist()}: {problem}')
-  return boxes
-
-
-def _box_problem(box, width, height):
-  """What is wrong with one [x0, y0, x1, y1] box, or None."""
-  x0, y0, x1, y1 = box
-  if not np.isfinite(box).all():
-    return 'not finite'
-  if not (x1 > x0 and y1 > y0):
-    return 'needs positive width and height (x1 > x0, y1 > y0)'
-  if max(x1 - x0, y1 - y0) > MAX_BOX_SCALE * max(width, height):
-    return (f'a side over {MAX_BOX_SCALE} times the {width}x{height} image\'s '
-            'larger side')
-  if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
-    return f'lies outside the {width}x{height} image'
-  return None
-
-
-# Exports.
-
-
-def read_metadata(path):
-  """The export's checked metadata for a SavedModel folder or a file in it."""
-  folder = path if os.path.isdir(path) else os.path.dirname(path)
-  meta_path = os.path.join(folder, METADATA)
-  if not os.path.isfile(meta_path):
-    raise FileNotFoundError(
-        f'{meta_path} not found: {path} is not an export made by export.py '
-        f'(a .tflite file needs the {METADATA} written beside it)')
-  try:
-    with open(meta_path, encoding='utf-8') as f:
-      metadata = json.load(f)
-  except ValueError as e:  # Bad JSON, or bytes that are no UTF-8 text.
-    raise ValueError(f'{meta_path} is not valid JSON: {e}') from e
-  if not isinstance(metadata, dict):
-    raise ValueError(f'{meta_path} is not a JSON object: got '
-                     f'{type(metadata).__name__}')
-  _check_positive(meta_path, metadata, 'input_size', int, 'a positive integer')
-  _check_positive(meta_path, metadata, 'view_scale', (int, float),
-                  'a positive number')
-  _check_comparison(meta_path, metadata.get('comparison'))
-  return metadata
-
-
-def _is_number(value, types=(int, float)):
-  return isinstance(value, types) and not isinstance(value, bool)
-
-
-def _check_positive(meta_path, metadata, key, types, what):
-  if key not in metadata:
-    raise ValueError(f'{meta_path}: no {key!r}')
-  value = metadata[key]
-  if not (_is_number(value, types) and 0 < value < math.inf):
-    raise ValueError(f'{meta_path}: {key} must be {what}, got {value!r}')
-
-
-def _check_comparison(meta_path, comparison):
-  """Checks metadata['comparison'], if any, has what fastest_equivalent reads.
-
-  A NaN NME is valid: that file never counts as scoring the same.
-  """
-  if comparison is None:
-    return
-  rows = comparison.get('files') if isinstance(comparison, dict) else None
-  if not (isinstance(rows, list) and all(
-      isinstance(row, dict) and isinstance(row.get('file'), str) and
-      _is_number(row.get('nme')) for row in rows)):
-    raise ValueError(f'{meta_path}: comparison must be {{"files": [{{"file": '
-                     'name, "nme": number}, ...]}')
-
-
-def fastest_equivalent(rows, present):
-  """The fastest .tflite file in `present` that scores like the SavedModel.
-
-  Args:
-    rows: metadata['comparison']['files']: {'file': name, 'nme': NME} each,
-      every file scored on the same faces.
-    present: the names of the files in the export folder.
-
-  Returns:
-    A name of FASTEST_FIRST whose NME is within NME_TOLERANCE of the
-    SavedModel's, or None (use the SavedModel): none is, or there is no
-    SavedModel score to compare with.
-  """
-  nmes = {row['file']: row['nme'] for row in rows}
-  if SAVED_MODEL not in nmes:
-    return None
-  limit = nmes[SAVED_MODEL] * (1 + NME_TOLERANCE)
-  return next((name for name in FASTEST_FIRST
-               if name in present and nmes.get(name, math.inf) <= limit),
-              None)
 
 
 def model_path(path, metadata, prefer='fastest'):
   """The file Landmarker.load(path, prefer=prefer) runs: a .tflite file or a
   SavedModel folder."""
-  if os.path.basename(path) == SAVED_MODEL_PB:
+  if os.path.basename(path) == runtime.SAVED_MODEL_PB:
     return os.path.dirname(path) or os.curdir
   if prefer == 'saved_model' or not os.path.isdir(path):
     return path
-  name = fastest_equivalent(metadata.get('comparison', {}).get('files', []),
-                            set(os.listdir(path)))
+  name = runtime.fastest_equivalent(runtime.comparison_rows(metadata),
+                                    set(os.listdir(path)))
   return os.path.join(path, name) if name else path
-
-
-def _tflite_interpreter(flatbuffer, num_threads):
-  try:  # LiteRT, TF Lite's successor, when installed.
-    from ai_edge_litert import interpreter as litert  # pylint: disable=all
-    Interpreter = litert.Interpreter  # pylint: disable=invalid-name
-  except ImportError:
-    Interpreter = tf.lite.Interpreter  # pylint: disable=invalid-name
-  with warnings.catch_warnings():
-    # TF 2.21 warns that tf.lite.Interpreter moves to LiteRT; it still works.
-    warnings.simplefilter('ignore', UserWarning)
-    return Interpreter(model_content=flatbuffer, num_threads=num_threads)
-
-
-def _tflite_views_fn(path, num_threads):
-  """float views [N, S, S, 3] -> [N, 68, 2], one face per invoke.
-
-  One face at a time keeps the interpreter's tensors allocated once; batching
-  would re-allocate whenever the face count changes.
-  """
-  with open(path, 'rb') as f:
-    flatbuffer = f.read()
-  # Bytes 4..8 of a TF Lite flatbuffer are its file identifier.
-  if flatbuffer[4:8] != b'TFL3':
-    raise ValueError(f'{path} is not a TF Lite flatbuffer (no TFL3 file '
-                     'identifier)')
-  try:
-    # From memory, not model_path: only then is the flatbuffer verified; a
-    # truncated file given by path kills the process (TF 2.21).
-    interpreter = _tflite_interpreter(flatbuffer, num_threads)
-    interpreter.allocate_tensors()
-  except (ValueError, RuntimeError) as e:
-    raise ValueError(f'{path} is not a TF Lite flatbuffer TF Lite can run: '
-                     f'{e}') from e
-  (source,), (target,) = (interpreter.get_input_details(),
-                          interpreter.get_output_details())
-  if source['dtype'] != np.float32:
-    raise ValueError(f'{path}: input is {np.dtype(source["dtype"]).name}; '
-                     'expected float32 (export.py writes float I/O)')
-
-  def predict(views):
-    out = np.zeros((len(views), geometry.NUM_LANDMARKS, 2), np.float32)
-    for view, result in zip(views, out):
-      interpreter.set_tensor(source['index'], view[None])
-      interpreter.invoke()
-      result[:] = interpreter.get_tensor(target['index'])[0]
-    return out
-
-  return predict
 
 
 def _saved_model_views_fn(path):
@@ -304,42 +65,11 @@ def _keras_views_fn(model):
   return lambda views: run(tf.constant(views)).numpy()
 
 
-# The refine passes: at most this many, until boxes move less than this share
-# of their size (a pass on an unchanged box would give the same points).
-MAX_REFINE_PASSES = 3
-REFINE_TOLERANCE = 0.01
-
-
-def settled(boxes, new_boxes, tolerance=REFINE_TOLERANCE):
-  """Whether every [K, 4] box moved by less than `tolerance` of its size."""
-  boxes, new_boxes = np.asarray(boxes), np.asarray(new_boxes)
-  sizes = np.maximum(boxes[:, 2:] - boxes[:, :2], 1e-9).max(axis=1)
-  moved = np.abs(new_boxes - boxes).max(axis=1)
-  return bool(np.all(moved < tolerance * sizes))
-
-
-class Landmarker:
-  """Landmarks of faces in RGB images, given their boxes.
-
-  Attributes:
-    input_size: the side of the network's square views, in pixels.
-    view_scale: a view's side over its face box's larger side.
-    metadata: the export's metadata.json, with 'path': the file used.
-    source: the file used: a .tflite file or a SavedModel folder (None for a
-      Keras model or a bare `views_fn`).
-  """
-
-  def __init__(self, views_fn, input_size, view_scale, metadata=None,
-               source=None):
-    """`views_fn`: float32 views [N, S, S, 3] in [0, 1] -> [N, 68, 2]."""
-    self._views_fn = views_fn
-    self.input_size = int(input_size)
-    self.view_scale = float(view_scale)
-    self.metadata = metadata or {}
-    self.source = source
+class Landmarker(runtime.Landmarker):
+  """runtime.Landmarker that also loads SavedModels and Keras nets."""
 
   @classmethod
-  def load(cls, path, num_threads=None, prefer='fastest'):
+  def load(cls, path=SHIPPED_MODEL, num_threads=None, prefer='fastest'):
     """From export.py's output.
 
     Args:
@@ -350,8 +80,8 @@ class Landmarker:
         TensorFlow's own threads are process-wide: see tf.config.threading.
       prefer: for a folder, 'fastest': the fastest .tflite file in it that
         scored like the SavedModel on the export's comparison (metadata.json;
-        fastest_equivalent), else the SavedModel; 'saved_model': the
-        SavedModel.
+        runtime.fastest_equivalent), else the SavedModel; 'saved_model': the
+        SavedModel (module docstring: it is code).
 
     Raises:
       FileNotFoundError: no `path`, or no metadata.json beside it.
@@ -362,11 +92,11 @@ class Landmarker:
     if not os.path.exists(path):
       raise FileNotFoundError(f'model {path} does not exist: export one with '
                               '`python export.py` or pass its path')
-    metadata = read_metadata(path)
+    metadata = runtime.read_metadata(path)
     source = model_path(path, metadata, prefer)
     if source.endswith('.tflite'):
-      views_fn = _tflite_views_fn(source, num_threads)
-    elif os.path.isfile(os.path.join(source, SAVED_MODEL_PB)):
+      views_fn = runtime.tflite_views_fn(source, num_threads)
+    elif os.path.isfile(os.path.join(source, runtime.SAVED_MODEL_PB)):
       views_fn = _saved_model_views_fn(source)
     else:
       raise ValueError(f'{path}: neither a .tflite file nor a SavedModel '
@@ -377,55 +107,3 @@ class Landmarker:
   @classmethod
   def from_keras(cls, model, input_size, view_scale):
     return cls(_keras_views_fn(model), input_size, view_scale)
-
-  def predict_views(self, views, flip=False):
-    """uint8 views [N, S, S, 3] -> normalised landmarks [N, 68, 2].
-
-    flip: also predict on the mirrored views and average, the mirrored
-    points mapped back (x -> 1 - x) and re-indexed (left eye <-> right eye).
-    """
-    if not len(views):
-      return np.zeros((0, geometry.NUM_LANDMARKS, 2), np.float32)
-    views = np.asarray(views, np.float32) / 255.0
-    if not flip:
-      return np.asarray(self._views_fn(views))
-    both = np.asarray(self._views_fn(np.concatenate([views, views[:, :, ::-1]])))
-    direct, mirrored = both[:len(views)], both[len(views):]
-    mirrored = mirrored[:, list(geometry.MIRROR_PERMUTATION)] * [-1, 1] + [1, 0]
-    return (direct + mirrored) / 2
-
-  def predict(self, image, boxes, refine=False, flip=False):
-    """Landmarks [K, 68, 2] (image corner coordinates) of faces in `boxes`.
-
-    Args:
-      image: RGB [H, W, 3], natively uint8; grey, RGBA, uint16 and float in
-        [0, 1] are converted (as_rgb_uint8).
-      boxes: [K, 4] face boxes [x0, y0, x1, y1] in corner coordinates, each
-        finite, of positive size and overlapping the image (check_boxes).
-      refine: run again on the tight box of the previous pass's landmarks,
-        until the boxes settle (every box moves by less than
-        REFINE_TOLERANCE of its size) or after MAX_REFINE_PASSES. A
-        detector's boxes differ in shape and place from the boxes the net was
-        trained on (300-W's tight landmark boxes): later passes see views
-        framed like its training views.
-      flip: average with the prediction on the mirrored view (test-time
-        flip: twice the network time).
-
-    Raises:
-      ValueError: an image or a box it does not take, saying what is wrong.
-    """
-    image = as_rgb_uint8(image)
-    boxes = check_boxes(boxes, image.shape)
-    landmarks = self._predict_once(image, boxes, flip)
-    for _ in range(MAX_REFINE_PASSES if refine and len(landmarks) else 0):
-      tight = np.array([geometry.landmark_box(p) for p in landmarks])
-      if settled(boxes, tight):
-        break
-      boxes = tight
-      landmarks = self._predict_once(image, boxes, flip)
-    return landmarks
-
-  def _predict_once(self, image, boxes, flip):
-    squares = views_lib.view_squares(boxes, self.view_scale)
-    views = views_lib.crop_views(image, squares, self.input_size)
-    return views_lib.from_views(self.predict_views(views, flip), squares)

@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from pipeline import geometry
+from facelandmark import geometry
 
 NORMALIZATIONS = ('outer_eye', 'pupil')
 

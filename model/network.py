@@ -9,7 +9,7 @@ import socket
 
 import keras
 
-from pipeline import geometry
+from facelandmark import geometry
 
 CUT_LAYER = 'block_8_add'  # 14x14x64 at 224 px input.
 # Input sizes Keras publishes ImageNet weights for; others reuse the 224 file,

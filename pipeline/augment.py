@@ -17,7 +17,7 @@ import math
 
 import tensorflow as tf
 
-from pipeline import geometry
+from facelandmark import geometry
 from pipeline import views
 
 # Occluding rectangles are up to this fraction of the view side, each way.

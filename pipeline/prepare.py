@@ -26,9 +26,9 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from cli import config_flags
-from cli.config_flags import option
-from pipeline import geometry
+from facelandmark import config_flags
+from facelandmark.config_flags import option
+from facelandmark import geometry
 from pipeline import records
 from pipeline import sources
 

@@ -9,7 +9,7 @@ be mapped back to the original pixels.
 import numpy as np
 import tensorflow as tf
 
-from pipeline import geometry
+from facelandmark import geometry
 
 SCHEMA_VERSION = 1
 # Written last by prepare: a folder without it is not a complete dataset.

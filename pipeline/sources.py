@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 import cv2
 import numpy as np
 
-from pipeline import geometry
+from facelandmark import geometry
 
 LAYOUTS = ('auto', 'xml', 'pts')
 DLIB_TRAIN_XML = 'labels_ibug_300W_train.xml'

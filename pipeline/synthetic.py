@@ -16,9 +16,9 @@ import xml.etree.ElementTree as ET
 import cv2
 import numpy as np
 
-from cli import config_flags
-from cli.config_flags import option
-from pipeline import geometry
+from facelandmark import config_flags
+from facelandmark.config_flags import option
+from facelandmark import geometry
 
 SUBSETS = ('afw', 'helen/trainset', 'lfpw/trainset', 'ibug')
 # Radius around the face origin, in face units (face half-width 1), holding the

@@ -1,18 +1,10 @@
-"""The network's view of a face: which box, the square around it, the crop and
-the way back, in numpy (per image, OpenCV) and TensorFlow (batched, in-graph)
-side by side, so that training, evaluation, export and serving agree.
-
-A view is the square geometry.square_around(box, view_scale) resampled to
-`size` pixels; the network returns points in it normalised to [0, 1]. View
-pixel (u, v) samples the image at corner coordinates
-(x0 + (u + 0.5) * s, y0 + (v + 0.5) * s), s = side / size (geometry.py).
+"""The network's view of a face in TensorFlow (batched, in-graph): which box,
+the square around it, the crop and the way back. They match the runtime's
+numpy views (facelandmark/views.py: the definition, with its pixel
+convention), so that training, evaluation, export and serving agree.
 """
 
-import cv2
-import numpy as np
 import tensorflow as tf
-
-from pipeline import geometry
 
 # The face box a view is built on: the tight landmark box (300-W's convention,
 # and what the landmarker's refine pass gives), or the annotation's own box
@@ -33,46 +25,8 @@ def face_boxes(landmarks, annotation_boxes, box):
                     tf.reduce_max(landmarks, axis=-2)], axis=-1)
 
 
-# numpy.
-
-
-def view_squares(boxes, view_scale):
-  """[K, 4] face boxes -> [K, 4] view squares (geometry.square_around each)."""
-  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-  return np.array([geometry.square_around(b, view_scale) for b in boxes]
-                  ).reshape(-1, 4)
-
-
-def crop_views(image, squares, size):
-  """uint8 [K, size, size, C] bilinear resamples of `image` inside `squares`.
-
-  Outside the image is black, as in the training views.
-  """
-  image = np.asarray(image)
-  squares = np.asarray(squares, np.float64).reshape(-1, 4)
-  views = np.zeros((len(squares), size, size) + image.shape[2:], np.uint8)
-  for view, (x0, y0, x1, _) in zip(views, squares):
-    s = (x1 - x0) / size
-    # OpenCV puts pixel centres at integers: corner coordinates minus 0.5.
-    view_to_image = np.array([[s, 0.0, x0 + 0.5 * s - 0.5],
-                              [0.0, s, y0 + 0.5 * s - 0.5]])
-    cv2.warpAffine(image, view_to_image, (size, size), dst=view,
-                   flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-  return views
-
-
-def from_views(points, squares):
-  """Normalised view landmarks [K, 68, 2] -> image corner coordinates."""
-  faces = [geometry.from_crop(p, s, 1.0) for p, s in zip(points, squares)]
-  return np.array(faces).reshape(len(squares), geometry.NUM_LANDMARKS, 2)
-
-
-# TensorFlow.
-
-
 def view_squares_tf(boxes, view_scale):
-  """view_squares as graph ops on float [K, 4] boxes."""
+  """facelandmark.views.view_squares as graph ops on float [K, 4] boxes."""
   centres = (boxes[:, :2] + boxes[:, 2:]) / 2
   half_sides = view_scale / 2 * tf.reduce_max(boxes[:, 2:] - boxes[:, :2],
                                               axis=1, keepdims=True)
@@ -80,7 +34,8 @@ def view_squares_tf(boxes, view_scale):
 
 
 def crop_and_resize_boxes(squares, height, width, size):
-  """Boxes that make tf.image.crop_and_resize sample like crop_views.
+  """Boxes that make tf.image.crop_and_resize sample like crop_views
+  (facelandmark/views.py).
 
   crop_and_resize samples output pixel u of normalised box [y1, x1, y2, x2] at
   pixel-centre index x1 * (W - 1) + u * (x2 - x1) * (W - 1) / (size - 1); the
@@ -97,7 +52,7 @@ def crop_and_resize_boxes(squares, height, width, size):
 
 
 def crop_views_tf(image, squares, size):
-  """crop_views as graph ops: float32 [K, size, size, C] in [0, 1].
+  """facelandmark.views.crop_views as graph ops: float32 [K, size, size, C] in [0, 1].
 
   The image gets one black pixel per side: crop_and_resize gives black
   beyond the last pixel centre, where OpenCV (and the training views) still
@@ -112,6 +67,6 @@ def crop_views_tf(image, squares, size):
 
 
 def from_views_tf(points, squares):
-  """from_views as graph ops: view origin + normalised point * side."""
+  """facelandmark.views.from_views as graph ops: view origin + normalised point * side."""
   sides = squares[:, 2] - squares[:, 0]
   return squares[:, None, :2] + points * sides[:, None, None]

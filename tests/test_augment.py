@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import augment
-from pipeline import geometry
+from facelandmark import geometry
 
 PERMUTATION = np.array(geometry.MIRROR_PERMUTATION)
 STORED = 160

@@ -9,8 +9,8 @@ from typing import Optional
 from absl import flags
 import pytest
 
-from cli import config_flags
-from cli.config_flags import option
+from facelandmark import config_flags
+from facelandmark.config_flags import option
 from training import config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from live import blazeface
-from live import detectors
-from live.errors import WebcamError
+from facelandmark import blazeface
+from facelandmark import detectors
+from facelandmark.errors import WebcamError
 from model import landmarker as landmarker_lib
-from pipeline import geometry
+from facelandmark import geometry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTO = os.path.join(REPO, 'assets', 'eileen_collins_nasa.jpg')  # 512 x 512

@@ -13,9 +13,11 @@ import tensorflow as tf
 import faces
 from exporting import export_lib
 from exporting import tflite as tflite_lib
+from facelandmark import landmarker as runtime
+from facelandmark import views as numpy_views
 from model import landmarker as landmarker_lib
 from pipeline import augment
-from pipeline import geometry
+from facelandmark import geometry
 from pipeline import reader
 from pipeline import views as views_lib
 from training import workdir as workdir_lib
@@ -58,7 +60,7 @@ def test_metadata_records_view_and_source(setup):
     assert metadata['validation_nme'] == pytest.approx(json.load(f)['nme'])
   rows = metadata['comparison']['files']
   assert [r['file'] for r in rows] == ['saved_model'] + [
-      landmarker_lib.tflite_name(v) for v in tflite_lib.TFLITE_VARIANTS]
+      runtime.tflite_name(v) for v in tflite_lib.TFLITE_VARIANTS]
   assert all(r['faces'] > 0 and np.isfinite(r['nme']) for r in rows)
 
 
@@ -92,7 +94,7 @@ def test_in_graph_crop_samples_like_crop_views():
                      [[-20.3, -10.6, 70.1, 79.8],        # off the top left
                       [width - 30.2, height - 41.5, width + 20.0,
                        height + 8.7]])
-  expected = views_lib.crop_views(image, squares, faces.INPUT_SIZE)
+  expected = numpy_views.crop_views(image, squares, faces.INPUT_SIZE)
   got = views_lib.crop_views_tf(tf.constant(image),
                                    tf.constant(squares, tf.float32),
                                    faces.INPUT_SIZE).numpy() * 255
@@ -102,7 +104,7 @@ def test_in_graph_crop_samples_like_crop_views():
   np.testing.assert_allclose(
       views_lib.view_squares_tf(tf.constant(squares[:2], tf.float32),
                                    1.25).numpy(),
-      views_lib.view_squares(squares[:2], 1.25), atol=1e-3)
+      numpy_views.view_squares(squares[:2], 1.25), atol=1e-3)
 
 
 def test_image_signature_matches_landmarker(setup):
@@ -127,7 +129,7 @@ def test_tflite_variants(setup):
   reference = setup['model'](views, training=False).numpy()
   outputs = {}
   for variant in tflite_lib.TFLITE_VARIANTS:
-    path = os.path.join(setup['export_dir'], landmarker_lib.tflite_name(variant))
+    path = os.path.join(setup['export_dir'], runtime.tflite_name(variant))
     outputs[variant] = landmarker_lib.Landmarker.load(path).predict_views(
         np.round(views * 255).astype(np.uint8))
   quantized_input = setup['model'](np.round(views * 255) / 255,
@@ -139,7 +141,7 @@ def test_tflite_variants(setup):
   # Within a few pixels of the float model (the spread of its points is 0.3).
   assert np.mean(np.abs(int8 - reference)) < 0.03
   sizes = {v: os.path.getsize(os.path.join(setup['export_dir'],
-                                           landmarker_lib.tflite_name(v)))
+                                           runtime.tflite_name(v)))
            for v in tflite_lib.TFLITE_VARIANTS}
   assert sizes['int8'] < sizes['float16'] < sizes['float32']
 
@@ -157,7 +159,7 @@ def test_heatmap_head_exports_like_keras(setup, tmp_path):
       saved.signatures['views'](views=tf.constant(views, tf.float32))[
           'landmarks'].numpy(), expected, atol=1e-5)
   lite = landmarker_lib.Landmarker.load(str(
-      tmp_path / 'exported' / landmarker_lib.tflite_name('float32')))
+      tmp_path / 'exported' / runtime.tflite_name('float32')))
   np.testing.assert_allclose(
       lite.predict_views(np.round(setup['views'] * 255).astype(np.uint8)),
       expected, atol=1e-4)

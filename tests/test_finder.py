@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from live import finder as finder_lib
+from facelandmark import finder as finder_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTO = os.path.join(REPO, 'assets', 'eileen_collins_nasa.jpg')

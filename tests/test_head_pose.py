@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from model import head_pose
+from facelandmark import head_pose
 from model import landmarker as landmarker_lib
-from pipeline import geometry
+from facelandmark import geometry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTO = os.path.join(REPO, 'assets', 'eileen_collins_nasa.jpg')

@@ -1,5 +1,5 @@
-"""model/landmarker.py: images and boxes it takes, backends, which file it
-loads, and the refine pass."""
+"""facelandmark/landmarker.py and model/landmarker.py: images and boxes it
+takes, backends, which file it loads, and the refine pass."""
 
 import json
 import os
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import faces
+from facelandmark import geometry
+from facelandmark import landmarker as runtime
 from model import landmarker as landmarker_lib
-from pipeline import geometry
 from training import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,7 +85,7 @@ def test_refine_stops_after_the_most_passes():
   landmarker = _constant_landmarker(points, seen)
   landmarker.predict(np.zeros((120, 160, 3), np.uint8),
                      [[10.0, 20.0, 50.0, 80.0]], refine=True)
-  assert len(seen) == 1 + landmarker_lib.MAX_REFINE_PASSES
+  assert len(seen) == 1 + runtime.MAX_REFINE_PASSES
 
 
 @pytest.mark.parametrize('boxes', [[], np.zeros((0, 4))])
@@ -101,7 +102,7 @@ def test_saved_model_tflite_and_keras_agree(tiny_export):
                                          prefer='saved_model')
   tflite = landmarker_lib.Landmarker.load(
       os.path.join(tiny_export['export_dir'],
-                   landmarker_lib.tflite_name('float32')),
+                   runtime.tflite_name('float32')),
       num_threads=1)
   model, cfg, _ = workdir_lib.restore_model(tiny_export['workdir'])
   keras = landmarker_lib.Landmarker.from_keras(model, cfg.input_size,
@@ -120,7 +121,7 @@ def test_load_errors_say_what_is_missing(tiny_export, tmp_path):
     landmarker_lib.Landmarker.load(str(tmp_path / 'nothing'))
   lonely = str(tmp_path / 'model.tflite')
   shutil.copy(os.path.join(tiny_export['export_dir'],
-                           landmarker_lib.tflite_name('float32')), lonely)
+                           runtime.tflite_name('float32')), lonely)
   with pytest.raises(FileNotFoundError, match='metadata.json'):
     landmarker_lib.Landmarker.load(lonely)
   with open(tmp_path / 'metadata.json', 'w') as f:
@@ -153,7 +154,7 @@ KINDS = list(image_kinds(FACE))
 @pytest.mark.parametrize('kind', KINDS)
 def test_as_rgb_uint8_converts_each_documented_kind(kind):
   image, expected = image_kinds(FACE)[kind]
-  got = landmarker_lib.as_rgb_uint8(image)
+  got = runtime.as_rgb_uint8(image)
   assert got.dtype == np.uint8
   np.testing.assert_array_equal(got, expected)
 
@@ -216,10 +217,10 @@ def test_predict_refuses_bad_boxes(boxes, message):
 
 
 def test_check_boxes_gives_float64_k_by_4():
-  got = landmarker_lib.check_boxes([[10, 20, 50, 80], [-5, -5, 5, 5]],
+  got = runtime.check_boxes([[10, 20, 50, 80], [-5, -5, 5, 5]],
                                    (120, 160, 3))
   assert got.dtype == np.float64 and got.shape == (2, 4)
-  assert landmarker_lib.check_boxes([], (120, 160)).shape == (0, 4)
+  assert runtime.check_boxes([], (120, 160)).shape == (0, 4)
 
 
 # Loading: errors name the file.
@@ -295,11 +296,19 @@ def test_load_checks_the_metadata_types(tmp_path, fields, message):
      '[{"file": "saved_model"}]}}', 'comparison must be'),
     ('{"input_size": 112, "view_scale": 1.25, "comparison": []}',
      'comparison must be'),
+    # Issue 19: null (or any other type) is named, not an AttributeError.
+    ('{"input_size": 112, "view_scale": 1.25, "comparison": null}',
+     'comparison must be .*got null'),
+    ('{"input_size": 112, "view_scale": 1.25, "comparison": "none"}',
+     'comparison must be'),
+    ('{"input_size": 112, "view_scale": 1.25, "comparison": {"files": null}}',
+     'comparison must be'),
 ])
 def test_load_names_malformed_metadata(tmp_path, text, message):
   folder = export_folder(tmp_path, metadata=text)
-  with pytest.raises(ValueError, match=f'metadata.json.*{message}'):
-    landmarker_lib.Landmarker.load(folder)
+  for load in (landmarker_lib.Landmarker.load, runtime.Landmarker.load):
+    with pytest.raises(ValueError, match=f'metadata.json: {message}'):
+      load(folder)
 
 
 # Loading: which file of an export folder.
@@ -339,7 +348,7 @@ def test_load_folder_uses_the_saved_model_when_float16_scores_worse(
 
 
 def test_model_path_can_be_told_to_use_the_saved_model():
-  metadata = landmarker_lib.read_metadata(PRETRAINED)
+  metadata = runtime.read_metadata(PRETRAINED)
   assert landmarker_lib.model_path(PRETRAINED, metadata) == os.path.join(
       PRETRAINED, FLOAT16)
   assert landmarker_lib.model_path(PRETRAINED, metadata,
@@ -351,6 +360,51 @@ def test_model_path_can_be_told_to_use_the_saved_model():
 def test_load_refuses_an_unknown_preference():
   with pytest.raises(ValueError, match="prefer.*'fastest'"):
     landmarker_lib.Landmarker.load(PRETRAINED, prefer='smallest')
+
+
+# The runtime: TF Lite only.
+
+
+def test_runtime_loads_the_shipped_model_with_no_argument():
+  landmarker = runtime.Landmarker.load()
+  assert landmarker.source == runtime.SHIPPED_MODEL
+  assert os.path.dirname(runtime.SHIPPED_MODEL) == os.path.join(
+      REPO, 'facelandmark', 'models')
+  points = landmarker.predict(FACE, FACE_BOXES)
+  assert points.shape == (len(FACE_BOXES), 68, 2)
+
+
+def test_pretrained_links_the_shipped_files_not_copies():
+  for name in (FLOAT16, 'metadata.json'):
+    assert os.path.samefile(os.path.join(PRETRAINED, name), os.path.join(
+        os.path.dirname(runtime.SHIPPED_MODEL), name))
+
+
+def test_runtime_folder_uses_the_equivalent_tflite_else_the_most_accurate(
+    shipped_copy):
+  assert runtime.Landmarker.load(shipped_copy).source == os.path.join(
+      shipped_copy, FLOAT16)
+  meta_path = os.path.join(shipped_copy, 'metadata.json')
+  with open(meta_path) as f:
+    metadata = json.load(f)
+  del metadata['comparison']
+  with open(meta_path, 'w') as f:
+    json.dump(metadata, f)
+  shutil.copy(os.path.join(shipped_copy, FLOAT16),
+              os.path.join(shipped_copy, 'landmarks_float32.tflite'))
+  assert runtime.Landmarker.load(shipped_copy).source == os.path.join(
+      shipped_copy, 'landmarks_float32.tflite')
+
+
+def test_runtime_refuses_a_saved_model_and_says_why(shipped_copy):
+  for name in (FLOAT16,):
+    os.remove(os.path.join(shipped_copy, name))
+  with pytest.raises(ValueError, match=re.escape(shipped_copy) +
+                     ' holds no .*export.py --tflite'):
+    runtime.Landmarker.load(shipped_copy)
+  pb = os.path.join(shipped_copy, 'saved_model.pb')
+  with pytest.raises(ValueError, match='SavedModel is TensorFlow code'):
+    runtime.Landmarker.load(pb)
 
 
 def comparison(nmes):
@@ -376,7 +430,7 @@ def comparison(nmes):
      {'landmarks_float32.tflite'}, 'landmarks_float32.tflite'),
 ])
 def test_fastest_equivalent_file(nmes, present, expected):
-  assert landmarker_lib.fastest_equivalent(comparison(nmes),
+  assert runtime.fastest_equivalent(comparison(nmes),
                                            present) == expected
 
 

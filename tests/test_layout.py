@@ -45,19 +45,47 @@ def test_scripts_are_flags_and_one_main():
     assert len(source.splitlines()) <= MAX_SCRIPT_LINES, name
 
 
-def test_install_puts_only_the_library_packages_in_site_packages():
-  options = setupcfg.read_configuration(os.path.join(REPO, 'setup.cfg'))[
-      'options']
+def _setup_cfg():
+  return setupcfg.read_configuration(os.path.join(REPO, 'setup.cfg'))
+
+
+def test_install_puts_only_the_runtime_in_site_packages():
+  options = _setup_cfg()['options']
   assert not options.get('py_modules')
-  on_disk = {os.path.basename(os.path.dirname(p))
-             for p in glob.glob(os.path.join(REPO, '*', '__init__.py'))}
-  assert set(options['packages']) == on_disk - {'tests', 'bench'}
-  assert not set(options['packages']) & set(SCRIPTS)
+  # Generic names (model, pipeline, cli, ...) would shadow a user's own.
+  assert options['packages'] == ['facelandmark']
+  assert options['entry_points']['console_scripts'] == [
+      'facelandmark = facelandmark.command:main']
+
+
+def test_the_default_install_pulls_no_tensorflow():
+  options = _setup_cfg()['options']
+  names = {Requirement(r).name for r in options['install_requires']}
+  assert not names & {'tensorflow', 'tensorboard', 'keras', 'h5py',
+                      'matplotlib'}
+  assert {'ai-edge-litert', 'opencv-python-headless', 'numpy'} <= names
+  extras = options['extras_require']
+  assert 'tensorflow' in {Requirement(r).name for r in extras['train']}
+  # README's install command ([test]) sets up the training side too.
+  assert 'facelandmark[train]' in extras['test']
+
+
+def test_package_data_holds_the_shipped_model_and_the_detectors():
+  patterns = _setup_cfg()['options']['package_data']['facelandmark']
+  shipped = [p for p in glob.glob(os.path.join(REPO, 'facelandmark', 'models',
+                                               '*'))]
+  packaged = {os.path.join(REPO, 'facelandmark', f) for pattern in patterns
+              for f in [os.path.relpath(p, os.path.join(REPO, 'facelandmark'))
+                        for p in glob.glob(os.path.join(
+                            REPO, 'facelandmark', pattern))]}
+  assert set(shipped) == packaged
+  names = {os.path.basename(p) for p in shipped}
+  assert {'landmarks_float16.tflite', 'metadata.json',
+          'face_detection_short_range.tflite'} <= names
 
 
 def test_numpy_requirement_has_what_the_code_uses():
-  requirements = setupcfg.read_configuration(os.path.join(
-      REPO, 'setup.cfg'))['options']['install_requires']
+  requirements = _setup_cfg()['options']['install_requires']
   (numpy,) = [Requirement(r) for r in requirements
               if Requirement(r).name == 'numpy']
   # model/metrics.py uses np.trapezoid, new in NumPy 2.0.

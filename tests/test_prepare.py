@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import geometry
+from facelandmark import geometry
 from pipeline import prepare
 from pipeline import records
 from pipeline import sources

@@ -5,16 +5,16 @@ import os
 
 import numpy as np
 
-from live import webcam_lib
-from pipeline import geometry
+from facelandmark import command
+from facelandmark import geometry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTO = os.path.join(REPO, 'assets', 'eileen_collins_nasa.jpg')
 
 
 def test_shipped_model_finds_a_plausible_face_on_the_bundled_photo(tmp_path):
-  summary = webcam_lib.run(
-      webcam_lib.WebcamConfig(source=PHOTO, output=str(tmp_path / 'out.jpg'),
+  summary = command.run(
+      command.WebcamConfig(source=PHOTO, output=str(tmp_path / 'out.jpg'),
                               json=str(tmp_path / 'out.json'), headless=True),
       log=lambda *_: None)
   assert os.path.getsize(tmp_path / 'out.jpg') > 0

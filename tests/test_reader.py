@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import geometry
+from facelandmark import geometry
 from pipeline import face_cache
 from pipeline import reader
 from pipeline import records

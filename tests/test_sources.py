@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import geometry
+from facelandmark import geometry
 from pipeline import sources
 from pipeline import synthetic
 

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from pipeline import geometry
+from facelandmark import geometry
 from pipeline import synthetic
 
 

@@ -7,12 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
-from live import detectors
-from live import finder as finder_lib
-from live import smoothing
-from live import tracking
+from facelandmark import detectors
+from facelandmark import finder as finder_lib
+from facelandmark import smoothing
+from facelandmark import tracking
 from model import landmarker as landmarker_lib
-from pipeline import geometry
+from facelandmark import geometry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTO = os.path.join(REPO, 'assets', 'eileen_collins_nasa.jpg')

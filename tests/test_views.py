@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from pipeline import geometry
-from pipeline import views
+from facelandmark import geometry
+from facelandmark import views
 
 
 def test_crop_views_samples_at_view_pixel_centres():

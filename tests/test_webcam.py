@@ -10,12 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
-from live import detectors
-from live import media
-from live import smoothing
-from live import webcam_lib
-from live.errors import WebcamError
-from model import landmarker as landmarker_lib
+from facelandmark import detectors
+from facelandmark import media
+from facelandmark import smoothing
+from facelandmark import command
+from facelandmark.errors import WebcamError
+from facelandmark import landmarker as runtime
 from pipeline import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,11 +40,11 @@ def setup(tmp_path_factory, tiny_export):
 
 
 def _run(setup, source, log=lambda *_: None, **options):
-  """webcam_lib.run headless on full frames with the tiny model."""
-  config = webcam_lib.WebcamConfig(
+  """command.run headless on full frames with the tiny model."""
+  config = command.WebcamConfig(
       source=source, **{'model': setup['export_dir'], 'headless': True,
                         'detector': 'full_frame', **options})
-  return webcam_lib.run(config, log=log)
+  return command.run(config, log=log)
 
 
 def _read_json(path):
@@ -76,12 +76,16 @@ def test_video_headless(setup, tmp_path):
                  smoothing=True)
   assert summary['frames'] == summary['frames_with_faces'] == FRAMES
   document = _read_json(landmarks)
-  assert document['source'] == setup['video']
-  assert document['detector'] == 'full_frame' and document['smoothing']
-  assert document['track'] and document['detect_every'] == 10
+  settings = document['settings']
+  assert settings['source'] == setup['video']
+  assert settings['source_kind'] == 'video'
+  assert settings['detector'] == 'full_frame' and settings['smoothing']
+  assert settings['track'] and settings['detect_every'] == 10
   frames = document['frames']
   assert [f['frame'] for f in frames] == list(range(FRAMES))
   assert frames[3]['time'] == pytest.approx(0.3)
+  assert all(f['image'] is None and (f['width'], f['height']) == (WIDTH, HEIGHT)
+             for f in frames)
   for frame in frames:
     (face,) = frame['faces']
     assert list(face) == ['id', 'box', 'score', 'landmarks']
@@ -96,10 +100,12 @@ def test_video_headless(setup, tmp_path):
 def test_photo_headless_with_tflite(setup, tmp_path):
   output, landmarks = str(tmp_path / 'out.jpg'), str(tmp_path / 'lm.json')
   model = os.path.join(setup['export_dir'],
-                       landmarker_lib.tflite_name('float32'))
+                       runtime.tflite_name('float32'))
   _run(setup, setup['photo'], model=model, output=output, json=landmarks,
        num_threads=1)
   (frame,) = _read_json(landmarks)['frames']
+  assert frame['image'] == setup['photo'] and frame['time'] is None
+  assert (frame['width'], frame['height']) == (WIDTH, HEIGHT)
   assert np.array(frame['faces'][0]['landmarks']).shape == (68, 2)
   assert cv2.imread(output).shape == (HEIGHT, WIDTH, 3)
 
@@ -142,7 +148,7 @@ def test_one_euro_filter():
 def test_missing_model_and_source(setup, tmp_path):
   with pytest.raises(FileNotFoundError, match='export.py'):
     _run(setup, setup['photo'], model=str(tmp_path / 'none'))
-  assert webcam_lib.WebcamConfig().model == os.path.join(REPO, 'pretrained')
+  assert command.WebcamConfig().model == runtime.SHIPPED_MODEL
   with pytest.raises(WebcamError, match='missing.mp4'):
     _run(setup, str(tmp_path / 'missing.mp4'))
   with pytest.raises(WebcamError, match='--output'):
@@ -272,26 +278,27 @@ def test_frame_rate_only_for_video_and_camera(setup, tmp_path, monkeypatch):
 
 
 def test_names_the_model_file_it_loaded(setup, monkeypatch):
-  load = landmarker_lib.Landmarker.load
+  load = runtime.Landmarker.load
 
   def load_naming_its_file(path, num_threads=None):
     landmarker = load(path, num_threads)
     landmarker.source = os.path.join(path, 'chosen.tflite')
     return landmarker
 
-  monkeypatch.setattr(landmarker_lib.Landmarker, 'load', load_naming_its_file)
+  monkeypatch.setattr(runtime.Landmarker, 'load', load_naming_its_file)
   logged = []
   _run(setup, setup['photo'], log=logged.append)
-  assert f'Model: {os.path.join(setup["export_dir"], "chosen.tflite")}' in (
-      logged)
+  assert any(line.startswith(
+      f'Model: {os.path.join(setup["export_dir"], "chosen.tflite")} (')
+             for line in logged)
 
 
 # Folders of photos, with the shipped model and detector.
 
 
 def _shipped(source, log=lambda *_: None, **options):
-  """webcam_lib.run headless with the shipped model and BlazeFace."""
-  return webcam_lib.run(webcam_lib.WebcamConfig(
+  """command.run headless with the shipped model and BlazeFace."""
+  return command.run(command.WebcamConfig(
       source=str(source), headless=True, num_threads=1, **options), log=log)
 
 
@@ -329,9 +336,10 @@ def test_a_folder_recursively_in_relative_path_order(photos, tmp_path):
                       'OpenCV cannot read this image']
   assert '4 images, 4 with faces, 1 unreadable skipped' in logged[-1]
   document = _read_json(landmarks)
-  assert 'frames' not in document and document['skipped'] == ['sub/broken.jpg']
-  assert [r['image'] for r in document['images']] == names
-  faces = [r['faces'] for r in document['images']]
+  assert document['skipped'] == ['sub/broken.jpg']
+  assert [r['image'] for r in document['frames']] == names
+  assert [r['width'] for r in document['frames']][3] == 512
+  faces = [r['faces'] for r in document['frames']]
   assert all(len(f) == 1 and list(f[0]) == ['box', 'score', 'landmarks',
                                             'pose'] for f in faces)
   colour = np.array(faces[1][0]['landmarks'])
@@ -428,7 +436,7 @@ def test_video_faces_are_tracked_with_ids(moving_photo, tmp_path, monkeypatch,
            **options)
   assert len(calls) == detections
   document = _read_json(landmarks)
-  assert document['track'] == options.get('track', True)
+  assert document['settings']['track'] == options.get('track', True)
   faces = [f['faces'] for f in document['frames']]
   assert all(len(f) == 1 and f[0]['id'] == 0 and 'pose' in f[0]
              for f in faces)

@@ -6,7 +6,7 @@ are train_loop.py's flags (cli/config_flags.py).
 
 import dataclasses
 
-from cli.config_flags import option
+from facelandmark.config_flags import option
 from model import losses
 from model import network
 from pipeline import augment

@@ -21,7 +21,7 @@ import tqdm
 from model import losses
 from model import metrics
 from pipeline import augment
-from pipeline import drawing
+from facelandmark import drawing
 from pipeline import reader
 from pipeline import views
 from training import config as config_lib

@@ -1,10 +1,10 @@
 """Face detectors: BGR frame -> Detections(boxes [K, 4], scores [K]).
 
 Boxes are [x0, y0, x1, y1] in corner coordinates: pixel (i, j) covers
-[i, i+1) x [j, j+1) (pipeline/geometry.py).
+[i, i+1) x [j, j+1) (geometry.py).
 
 `blazeface` (the default) is MediaPipe's short-range BlazeFace, bundled
-(live/blazeface.py): webcams, portraits. `blazeface_full` is its full-range
+(blazeface.py): webcams, portraits. `blazeface_full` is its full-range
 model: small faces in group photos, about 3 times slower. `haar` is OpenCV's
 frontal-face cascade (shipped inside OpenCV 4); `full_frame` takes each whole
 frame as the face box (videos or photos already cropped to one face). `haar`
@@ -15,13 +15,14 @@ with the tight landmark boxes the landmarker trains on.
 """
 
 import os
+import threading
 from typing import NamedTuple
 
 import cv2
 import numpy as np
 
-from live import blazeface
-from live.errors import WebcamError
+from facelandmark import blazeface
+from facelandmark.errors import WebcamError
 
 DETECTORS = ('blazeface', 'blazeface_full', 'haar', 'full_frame')
 DEFAULT_DETECTOR = 'blazeface'
@@ -60,12 +61,15 @@ def haar_detector(min_face=0.1):
         '(pip install "opencv-python-headless<5", or "opencv-python<5" for a '
         'window) or use --detector=blazeface.')
   cascade = cv2.CascadeClassifier(path)
+  # OpenCV does not promise one cascade may run in several threads at once.
+  lock = threading.Lock()
 
   def detect(frame):
     grey = cv2.equalizeHist(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
     side = max(1, int(min_face * min(grey.shape)))
-    found = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5,
-                                     minSize=(side, side))
+    with lock:
+      found = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5,
+                                       minSize=(side, side))
     # (x, y, w, h) in whole pixels: pixel x covers [x, x+1), so the box is
     # [x, x + w) in corner coordinates.
     boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in found],

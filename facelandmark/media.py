@@ -15,7 +15,7 @@ import time
 import cv2
 import tqdm
 
-from live.errors import WebcamError
+from facelandmark.errors import WebcamError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg',
@@ -47,6 +47,19 @@ def source_kind(source):
     return 'video'
   raise WebcamError(f'--source={source} is neither an image, a folder, a '
                     f'video file nor a camera index; {SOURCES_ACCEPTED}')
+
+
+def read_image(path):
+  """The BGR uint8 image in file `path`; FileNotFoundError or ValueError
+  naming it. (cv2.imread returns None for both, which np.asarray would turn
+  into a shapeless array.)"""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path}: no such image file')
+  image = cv2.imread(path)
+  if image is None:
+    raise ValueError(f'{path}: OpenCV cannot read this image (not an image, '
+                     'damaged, or in a format this OpenCV lacks)')
+  return image
 
 
 def image_files(folder):

@@ -1,23 +1,20 @@
-"""Live landmarks: camera, video, photo or folder of photos in; annotated
-frames and JSON out.
+"""The `facelandmark` command (and webcam.py): camera, video, photo or
+folder of photos in; annotated frames and JSON out.
 
-`run(WebcamConfig(...))` is what webcam.py runs. Source, outputs, detector,
-window and model are checked before the first frame; at the end each output
-is written whatever happened to the other, and both are reported. Every
-source goes through one loop over media.Source's (index, time, name, frame).
+  facelandmark --source=photo.jpg --json=faces.json --headless
+  python -m facelandmark --source=talk.mp4 --output=out.mp4 --pose --headless
+
+`run(WebcamConfig(...))` is the work; `main()` the entry point. Source,
+outputs, detector, window and model are checked before the first frame; at
+the end each output is written whatever happened to the other, and both are
+reported. Every source goes through one loop over media.Source's (index,
+time, name, frame).
 
 Photos (one, or each of a folder's) are independent: detector, then
-landmarks (live/finder.py). Video and camera frames are followed
-(live/tracking.py): each face keeps an id, its box comes from its last
-landmarks, and the detector runs every `detect_every` frames or when a track
-looks lost; `smoothing` applies a One Euro filter per face id.
-
-JSON landmarks and boxes are in corner coordinates: pixel (i, j) covers
-[i, i+1) x [j, j+1) (pipeline/geometry.py). A video, camera or image gives
-{..., 'frames': [{'frame', 'time', 'faces'}]}; a folder {..., 'images':
-[{'image': relative path, 'faces'}], 'skipped': [relative paths OpenCV could
-not read]}. A face is live/finder.py's Face.as_dict(): 'id' (video and
-camera), 'box', 'score', 'landmarks' [68][2], 'pose' (with --pose).
+landmarks (finder.py). Video and camera frames are followed (tracking.py):
+each face keeps an id, its box comes from its last landmarks, and the
+detector runs every `detect_every` frames or when a track looks lost;
+`smoothing` applies a One Euro filter per face id. The JSON is results.py's.
 """
 
 import contextlib
@@ -29,15 +26,18 @@ from typing import Optional
 
 import tqdm
 
-from cli.config_flags import option
-from live import detectors
-from live import finder as finder_lib
-from live import media
-from live import overlay
-from live import smoothing as smoothing_lib
-from live import tracking
-from live.errors import WebcamError
-from model import landmarker as landmarker_lib
+from facelandmark import config_flags
+from facelandmark.config_flags import option
+from facelandmark import detectors
+from facelandmark import finder as finder_lib
+from facelandmark import media
+from facelandmark import overlay
+from facelandmark import results
+from facelandmark import tflite
+from facelandmark import smoothing as smoothing_lib
+from facelandmark import tracking
+from facelandmark.errors import WebcamError
+from facelandmark import landmarker as landmarker_lib
 
 
 @dataclasses.dataclass
@@ -45,8 +45,10 @@ class WebcamConfig:
   source: str = option('0', 'Camera index, video file, image, or a folder: '
                        'every image in it and its subfolders, in the order '
                        'of their relative paths.')
-  model: str = option(landmarker_lib.SHIPPED_MODEL, 'Export folder '
-                      '(SavedModel) or a .tflite file in it.')
+  model: str = option(landmarker_lib.SHIPPED_MODEL, 'A .tflite file with '
+                      "export.py's metadata.json beside it, or an export "
+                      'folder (its fastest TF Lite file that scores like the '
+                      'SavedModel). Default: the shipped model.')
   output: Optional[str] = option(None, 'Annotated image (.jpg, .png) or video '
                                  '(.mp4, .avi); for a folder --source, a '
                                  'folder (created if its parent exists) '
@@ -80,7 +82,6 @@ class WebcamConfig:
                                      'images.')
 
 
-COORDINATES = 'corner: pixel (i, j) covers [i, i+1) x [j, j+1)'
 FOLLOWED = ('video', 'camera')  # Source kinds whose frames are one scene.
 
 
@@ -113,32 +114,22 @@ def check_config(config):
   --model (FileNotFoundError), a --detect_every below 1 (WebcamError)."""
   if not os.path.exists(config.model):
     raise FileNotFoundError(
-        f'no model at {config.model}: export one with `python export.py '
-        '--workdir=RUN --export_dir=DIR` and pass --model=DIR (or a .tflite '
-        'file in it)')
+        f'--model={config.model} does not exist: pass a .tflite file export.py '
+        'wrote (with its metadata.json) or its folder, or leave --model out '
+        'for the shipped model')
   if config.detect_every < 1:
     raise WebcamError(f'--detect_every must be at least 1, got '
                       f'{config.detect_every}')
 
 
-def frame_record(kind, index, t, name, faces):
-  """One frame's (or a folder image's) JSON record."""
-  where = ({'image': name} if kind == 'folder'
-           else {'frame': index, 'time': round(t, 4)})
-  return {**where, 'faces': [face.as_dict() for face in faces]}
-
-
-def json_document(config, finder, source, records):
-  """The JSON output: the settings, then the records (module docstring)."""
-  items = 'images' if source.kind == 'folder' else 'frames'
-  extra = {'skipped': source.skipped} if source.kind == 'folder' else {}
-  return {'source': config.source, 'model': config.model,
+def settings(config, finder, kind):
+  """The JSON's 'settings': what produced it."""
+  return {'source': config.source, 'source_kind': kind, 'model': config.model,
           'model_file': finder.model_file, 'detector': config.detector,
           'refine': config.refine, 'pose': config.pose,
-          'track': config.track and source.kind in FOLLOWED,
+          'track': config.track and kind in FOLLOWED,
           'detect_every': config.detect_every,
-          'smoothing': config.smoothing and source.kind in FOLLOWED,
-          'coordinates': COORDINATES, items: records, **extra}
+          'smoothing': config.smoothing and kind in FOLLOWED}
 
 
 def faces_function(config, finder, kind):
@@ -170,7 +161,10 @@ def _loop(config, source, faces_of, output, window, log):
   try:
     for index, t, name, frame in frames:
       faces = faces_of(frame, t)
-      records.append(frame_record(source.kind, index, t, name, faces))
+      image = source.name if source.kind == 'image' else name
+      records.append(results.frame_record(
+          index, t if source.kind in FOLLOWED else None, image,
+          frame.shape[:2], faces))
       fps = meter.tick() if meter else None
       if output or window:
         annotated = overlay.annotate(frame, faces, fps)
@@ -229,15 +223,15 @@ def run(config, log=print):
     finder = finder_lib.FaceFinder.load(config.model, config.detector,
                                         config.num_threads, config.refine)
     # Landmarker.load may pick a file inside a folder: name the one it used.
-    log(f'Model: {finder.model_file}')
+    log(f'Model: {finder.model_file} ({tflite.runtime()[1]})')
     with (media.open_output(config.output, source) if config.output
           else contextlib.nullcontext()) as output:
       records, fps = _loop(config, source, faces_function(
           config, finder, source.kind), output, window, log)
   if source.stopped:
     warn(f'{source.stopped}; keeping the {len(records)} frames read')
-  written, failures = _save(config, output,
-                            json_document(config, finder, source, records))
+  written, failures = _save(config, output, results.document(
+      settings(config, finder, source.kind), records, source.skipped))
   summary = {'frames': len(records),
              'frames_with_faces': sum(bool(r['faces']) for r in records),
              'fps': None if fps is None else round(fps, 2),
@@ -252,3 +246,16 @@ def run(config, log=print):
     raise WebcamError('; '.join(failures) + ''.join(
         f'; {path} was written' for path in written))
   return summary
+
+
+def main(program='facelandmark'):
+  """The command: flags from WebcamConfig, then run; a user's error ends it
+  with one line naming `program`."""
+  config_flags.define_flags(WebcamConfig)
+
+  def run_flags(argv):
+    del argv
+    # Nothing returned: absl exits with what main returns.
+    run(config_flags.config_from_flags(WebcamConfig))
+
+  config_flags.run(run_flags, program)

@@ -3,16 +3,16 @@ frames."""
 
 import cv2
 
-from model import head_pose
-from pipeline import drawing
+from facelandmark import head_pose
+from facelandmark import drawing
 
-# pipeline/drawing.py's colours are RGB; these frames are BGR.
+# drawing.py's colours are RGB; these frames are BGR.
 BOX_COLOUR, POINT_COLOUR = drawing.GREEN[::-1], drawing.RED[::-1]
 TEXT_COLOUR = (255, 255, 255)
 
 
 def annotate(frame, faces, fps=None):
-  """live/finder.py Faces and the frame rate (unless None) on a copy of
+  """finder.py Faces and the frame rate (unless None) on a copy of
   `frame`: each face's box, points, track id and head-pose axes when it has
   them."""
   canvas = frame.copy()

@@ -76,3 +76,35 @@ def from_crop(points, crop, size):
   """Inverse of `to_crop`: crop pixels back to image corner coordinates."""
   x0, y0, x1, _ = crop
   return np.asarray(points, np.float64) * ((x1 - x0) / size) + [x0, y0]
+
+
+def _legend():
+  """(name, group) of each of the 68 points. Left and right are the image's
+  (a viewer's), as in LEFT_EYE: the 'left eye' is the subject's right eye."""
+  named = {0: 'jaw_left_end', 8: 'chin', 16: 'jaw_right_end',
+           17: 'left_eyebrow_outer_end', 21: 'left_eyebrow_inner_end',
+           22: 'right_eyebrow_inner_end', 26: 'right_eyebrow_outer_end',
+           27: 'nose_bridge_top', 30: 'nose_tip', 31: 'nostril_left_end',
+           33: 'nose_bottom_centre', 35: 'nostril_right_end',
+           36: 'left_eye_outer_corner', 39: 'left_eye_inner_corner',
+           42: 'right_eye_inner_corner', 45: 'right_eye_outer_corner',
+           48: 'mouth_left_corner', 51: 'upper_lip_top_centre',
+           54: 'mouth_right_corner', 57: 'lower_lip_bottom_centre',
+           60: 'mouth_inner_left_corner', 62: 'upper_lip_inner_centre',
+           64: 'mouth_inner_right_corner', 66: 'lower_lip_inner_centre'}
+  groups = (('jaw', 0, 17), ('left_eyebrow', 17, 22),
+            ('right_eyebrow', 22, 27), ('nose_bridge', 27, 31),
+            ('nose_bottom', 31, 36), ('left_eye', 36, 42),
+            ('right_eye', 42, 48), ('outer_lips', 48, 60),
+            ('inner_lips', 60, 68))
+  legend = [(named.get(i, f'{group}_{i - start}'), group)
+            for group, start, end in groups for i in range(start, end)]
+  # The right side's other points are numbered as their left mirrors are.
+  return tuple(
+      (legend[MIRROR_PERMUTATION[i]][0].replace('left', 'right'), group)
+      if group.startswith('right') and i not in named else (name, group)
+      for i, (name, group) in enumerate(legend))
+
+
+# (name, group) of point k, 0-based iBUG order.
+LEGEND = _legend()

@@ -41,10 +41,10 @@ class OneEuroFilter:
 
 
 class FaceSmoother:
-  """A OneEuroFilter per face id (live/tracking.py's tracks).
+  """A OneEuroFilter per face id (tracking.py's tracks).
 
   Called with each frame's faces (anything with `id` and `landmarks`, such
-  as live/finder.py's Face): a new id gets a new filter, and the filter of an
+  as finder.py's Face): a new id gets a new filter, and the filter of an
   id missing from a frame is dropped (track ids are never reused), so each
   filter follows one face whatever the faces' order.
   """

@@ -31,14 +31,14 @@ import dataclasses
 import cv2
 import numpy as np
 
-from pipeline import drawing
-from pipeline import geometry
+from facelandmark import drawing
+from facelandmark import geometry
 
 # The image-left half and the centre line of a generic adult face, millimetres
 # in the model frame; the right half is their mirror image (`_mirrored`).
 # Derived from MediaPipe's canonical face mesh
 # (mediapipe/modules/face_geometry/data/canonical_face_model.obj, Apache 2.0,
-# Copyright Google LLC; see live/models/LICENSE): its vertices (the numbers
+# Copyright Google LLC; see models/LICENSE): its vertices (the numbers
 # after #) scaled from centimetres, y and z flipped, moved to the nose tip.
 # Jaw points 0-7 are evenly spaced along the face oval 127-234-93-132-58-172-
 # 136-150-149-176-148 to the chin 152, and 28-29 split the nose ridge 168-4 in

@@ -4,4 +4,4 @@
 class WebcamError(ValueError):
   """A source, output, detector or display that cannot be used; the message
   names the flag and says why. A ValueError, so entry points print it as one
-  line (cli/config_flags.py)."""
+  line (config_flags.py)."""

@@ -1,4 +1,4 @@
-"""BlazeFace: MediaPipe's face detectors (live/models/), run with TF Lite.
+"""BlazeFace: MediaPipe's face detectors (models/), run with TF Lite.
 
   detector = BlazeFace('short')       # 'full': small faces, group photos
   faces = detector.detect(rgb_image)  # .boxes [K, 4], .scores [K],
@@ -8,7 +8,7 @@
 Images are RGB, like the Landmarker's; `bgr=True` takes OpenCV's BGR (or
 BGRA). Grey, RGBA, uint16 and float in [0, 1] are read as
 `landmarker.as_rgb_uint8` reads them. Everything returned is in image corner
-coordinates: pixel (i, j) covers [i, i+1) x [j, j+1) (pipeline/geometry.py).
+coordinates: pixel (i, j) covers [i, i+1) x [j, j+1) (geometry.py).
 
 The image is resized so its longer side fills the model's square input and
 padded with black, centred (MediaPipe's keep-aspect letterbox), then the
@@ -28,15 +28,15 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from model import landmarker
+from facelandmark import landmarker
+from facelandmark import tflite
 
-MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'models')
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
   """The options of one model's MediaPipe graph that differ between models."""
-  file: str                  # in MODELS_DIR
+  file: str                  # in landmarker.MODELS_DIR
   input_size: int            # the square input's side, pixels
   strides: tuple             # one per anchor layer
   interpolated_scale_aspect_ratio: float  # > 0: one more anchor per layer
@@ -249,12 +249,12 @@ class BlazeFace:
       raise ValueError(f'min_face must be in [0, 1), got {min_face}')
     self._anchors = ssd_anchors(self.spec.input_size, self.spec.strides,
                                 self.spec.interpolated_scale_aspect_ratio)
-    self._interpreter = _load(os.path.join(MODELS_DIR, self.spec.file),
-                              num_threads)
-    self._input = self._interpreter.get_input_details()[0]['index']
+    # One interpreter per thread (tflite.py): detect may run in several.
+    self._model = tflite.Model(
+        os.path.join(landmarker.MODELS_DIR, self.spec.file), num_threads)
+    self._input = self._model.inputs[0]['index']
     # Told apart by shape: the two files name them differently.
-    outputs = {d['shape'][-1]: d for d in
-               self._interpreter.get_output_details()}
+    outputs = {d['shape'][-1]: d for d in self._model.outputs}
     if (sorted(outputs) != [1, 16] or
         outputs[16]['shape'][1] != len(self._anchors)):
       shapes = [d['shape'].tolist() for d in outputs.values()]
@@ -269,13 +269,12 @@ class BlazeFace:
     height, width = image.shape[:2]
     size = self.spec.input_size
     box = letterbox(height, width, size)
-    self._interpreter.set_tensor(self._input,
-                                 input_tensor(image, box, size, bgr))
-    self._interpreter.invoke()
-    scores = sigmoid_scores(
-        self._interpreter.get_tensor(self._classificators)[0])
-    boxes, keypoints = decode(
-        self._interpreter.get_tensor(self._regressors)[0], self._anchors, size)
+    interpreter = self._model.interpreter()
+    interpreter.set_tensor(self._input, input_tensor(image, box, size, bgr))
+    interpreter.invoke()
+    scores = sigmoid_scores(interpreter.get_tensor(self._classificators)[0])
+    boxes, keypoints = decode(interpreter.get_tensor(self._regressors)[0],
+                              self._anchors, size)
     # Boxes without area frame no face (and a Landmarker refuses them); NaN
     # compares False, so it goes too.
     keep = ((scores >= self.min_score) & (boxes[:, 2] > boxes[:, 0]) &
@@ -288,16 +287,3 @@ class BlazeFace:
     big = sides >= self.min_face * min(height, width)
     return Faces(boxes[big], scores[big], keypoints[big])
 
-
-def _load(path, num_threads):
-  """The allocated TF Lite interpreter of a bundled model."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-        f'{path} not found: the BlazeFace models ship in live/models/ with the '
-        'package; reinstall it (pip install -e .)')
-  with open(path, 'rb') as f:
-    flatbuffer = f.read()
-  # pylint: disable-next=protected-access
-  interpreter = landmarker._tflite_interpreter(flatbuffer, num_threads)
-  interpreter.allocate_tensors()
-  return interpreter

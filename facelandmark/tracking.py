@@ -3,7 +3,7 @@
 A track's box in the next frame is the tight box of its landmarks in this
 one: the box the landmarker was trained on (300-W's tight landmark boxes),
 and for a face that moved less than 1% of its size the refine loop stops
-after its first pass (model/landmarker.py: `settled`).
+after its first pass (landmarker.py: `settled`).
 
 The detector runs to find faces: on frames without tracks, every
 `detect_every` frames, and on a frame where a track looks lost
@@ -22,9 +22,9 @@ import itertools
 
 import numpy as np
 
-from live import detectors
-from live import finder as finder_lib
-from pipeline import geometry
+from facelandmark import detectors
+from facelandmark import finder as finder_lib
+from facelandmark import geometry
 
 # A followed face's landmark box may change its size by this factor and move
 # its centre by this share of its size in one frame. On the shipped model a
@@ -99,7 +99,7 @@ class Tracker:
   """
 
   def __init__(self, finder, detect_every=10, follow=True):
-    """`finder`: a live/finder.py FaceFinder (its `detect` and `landmarks`
+    """`finder`: a finder.py FaceFinder (its `detect` and `landmarks`
     are used); `detect_every`: frames between detector runs while faces are
     followed; `follow`: take each frame's boxes from the last landmarks
     (False: from the detector, every frame)."""
