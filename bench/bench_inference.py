@@ -21,7 +21,7 @@ sources.load's hash split (val_fraction 0.1) that training holds out,
      ours (no refine, as evaluate.py) and dlib on every annotated face;
   4. end-to-end FPS on a generated 640x480 video with one face (frames decoded
      beforehand): each detector + ours (refine), BlazeFace + ours tracked
-     (live/tracking.py), dlib's HOG detector + predictor.
+     (facelandmark/tracking.py), dlib's HOG detector + predictor.
 Tables 2 to 4 run at --num_threads (TF Lite and OpenCV); dlib runs on one.
 bench/bench_tracking.py measures tracking itself: jitter and the webcam loop.
 

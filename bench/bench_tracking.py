@@ -22,7 +22,7 @@ distance between the outer eye corners (points 36 and 45):
   spread: the RMS distance of the points to their mean over the clip (jitter,
     plus any slow drift or lag behind the sway).
 Frames without exactly one face are left out (and counted). FPS:
-webcam_lib's mean over every frame after the first (decode, detector,
+command.run's mean over every frame after the first (decode, detector,
 landmarks, smoothing, JSON record; no drawing).
 """
 

@@ -5,7 +5,7 @@ EXPORT/ then holds the SavedModel (exporting/saved_model.py), the chosen
 landmarks_{float32,float16,int8}.tflite (exporting/tflite.py) and
 metadata.json: input_size, view_scale, where the weights came from, and how
 each file scored on the same faces. Coordinates are corner coordinates
-(pipeline/geometry.py). The export is written to a temporary folder and renamed
+(facelandmark/geometry.py). The export is written to a temporary folder and renamed
 into place when complete; temporary folders of killed runs are removed.
 """
 

@@ -1,4 +1,4 @@
-"""live/finder.py: photo to faces with the shipped model, on the bundled
+"""facelandmark/finder.py: photo to faces with the shipped model, on the bundled
 public-domain photo."""
 
 import json
@@ -75,7 +75,7 @@ def test_pose_of_a_near_frontal_face_when_asked(finder, rgb):
   (face,) = finder.find(rgb, pose=True)
   pose = face.pose
   # She faces the camera from near the top of the frame: a pitch of about
-  # the angle she is off the camera's axis (model/head_pose.py).
+  # the angle she is off the camera's axis (facelandmark/head_pose.py).
   assert abs(pose.yaw) < 15 and abs(pose.roll) < 10 and -30 < pose.pitch < 0
   assert pose.error < 0.1 * _eye_distance(face.landmarks)
 

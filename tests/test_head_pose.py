@@ -1,4 +1,4 @@
-"""model/head_pose.py: angles of generated faces whose pose is known, the sign
+"""facelandmark/head_pose.py: angles of generated faces whose pose is known, the sign
 convention in image terms, the shipped model's photo, and bad input."""
 
 import itertools

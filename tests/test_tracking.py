@@ -1,4 +1,4 @@
-"""live/tracking.py and per-face smoothing: pure pieces on a scripted scene,
+"""facelandmark/tracking.py and per-face smoothing: pure pieces on a scripted scene,
 then the shipped landmarker on moving copies of the bundled photo."""
 
 import os
