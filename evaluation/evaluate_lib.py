@@ -5,7 +5,6 @@ one loop from Samples to per-face errors that export's comparison reuses.
 """
 
 import dataclasses
-import json
 import os
 from typing import Optional
 
@@ -42,8 +41,10 @@ class EvalConfig:
       'tight-box protocol (--box).', detectors.DETECTORS)
   checkpoint: str = option('best', 'With --workdir: which checkpoint.',
                            tuple(workdir_lib.CHECKPOINT_CHOICES))
-  split: Optional[str] = option(None, 'Shards: the split (default val). Raw '
-                                'folder: all (default), train or val.')
+  split: Optional[str] = option(
+      None, 'Shards: the split (default val). Raw folder (required there): '
+      'val, train or all, as `pipeline.prepare` splits it; a model prepared '
+      'from the folder trained on its train photos.')
   layout: str = option('auto', 'Raw folder: annotation layout.',
                        sources.LAYOUTS)
   box: str = option('landmarks', 'Face box given to the model: the tight '
@@ -126,6 +127,13 @@ def _check_config(cfg):
     raise ValueError(f'--detector needs whole photos: --data_dir '
                      f'{cfg.data_dir} holds prepared face crops; pass the raw '
                      '300-W folder')
+  if cfg.split is None and not samples_lib.is_prepared(cfg.data_dir):
+    # Its split is known (dlib's XML pair or prepare's hash of each path):
+    # defaulting to all would score a model on the photos it trained on.
+    raise ValueError(f'--split is required for a raw folder ({cfg.data_dir}): '
+                     '--split=val scores the photos `pipeline.prepare` keeps '
+                     'out of training; --split=all or train include those a '
+                     'model prepared from this folder trained on')
 
 
 def _prepare_output(output_dir):
@@ -154,7 +162,7 @@ def evaluate(cfg, log=print, progress=False):
     split = cfg.split or 'val'
     samples = samples_lib.shard_samples(cfg.data_dir, split, cfg.box)
   else:
-    split = cfg.split or 'all'
+    split = cfg.split
     samples = samples_lib.folder_samples(cfg.data_dir, split, cfg.layout,
                                          cfg.box, log)
   refine = cfg.refine
@@ -194,10 +202,14 @@ def evaluate(cfg, log=print, progress=False):
                                    results.nme)],
   }
   log(report_lib.format_table(group_summaries))
+  if cfg.detector:
+    report['unmatched_detections'] = sum(p['unmatched']
+                                         for p in results.photos)
+    report['photos'] = results.photos
+    log(photos_lib.unmatched_line(results.photos))
   if cfg.output_dir:
-    with open(os.path.join(cfg.output_dir, 'report.json'), 'w',
-              encoding='utf-8') as f:
-      json.dump(report, f, indent=2)
+    workdir_lib.write_json(os.path.join(cfg.output_dir, 'report.json'),
+                           report)
     report_lib.plot_ced({name: results.nme[mask]
                          for name, mask in masks.items()},
                         os.path.join(cfg.output_dir, 'ced.png'),

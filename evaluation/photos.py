@@ -4,7 +4,8 @@ Each annotated face is matched to one detection: the detection whose predicted
 landmarks' tight box overlaps the face's true landmark box by IoU >=
 MATCH_IOU (one to one, best pairs first). A face without one is missed: it
 counts in the failure rate and the CED as a failure (error inf), and not in
-the NME of found faces.
+the NME of found faces. A detection matching no annotated face is unmatched,
+not necessarily false: 300-W leaves some faces of a photo unannotated.
 """
 
 import dataclasses
@@ -26,8 +27,8 @@ class PhotoResults:
   found: np.ndarray      # [N] bool
   subsets: list
   sources: list
-  photos: int
-  detections: int        # every detection, matched or not
+  photos: list           # per photo: source, faces, found, detections,
+                         # unmatched (detections matching no annotated face)
 
 
 def landmark_boxes(landmarks):
@@ -38,8 +39,7 @@ def photo_results(landmarker, detect, samples, refine=False,
                   normalization='outer_eye', flip=False):
   """Runs `detect` (BGR -> detectors.Detections) and the landmarker on every
   sample's whole image; scores every annotated face."""
-  errors, found, subsets, names = [], [], [], []
-  photos = detections = 0
+  errors, found, subsets, names, photos = [], [], [], [], []
   for sample in samples:
     boxes = detect(cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR)).boxes
     predicted = landmarker.predict(sample.image, boxes, refine=refine,
@@ -56,9 +56,23 @@ def photo_results(landmarker, detect, samples, refine=False,
     found.extend(hit)
     subsets += [sample.subset] * len(matches)
     names += [sample.source] * len(matches)
-    photos += 1
-    detections += len(boxes)
+    photos.append({'source': sample.source, 'faces': len(matches),
+                   'found': int(hit.sum()), 'detections': len(boxes),
+                   'unmatched': len(boxes) - int(hit.sum())})
   if not errors:
     raise ValueError('no faces to evaluate')
   return PhotoResults(np.array(errors), np.array(found), subsets, names,
-                      photos, detections)
+                      photos)
+
+
+def unmatched_line(photos):
+  """One line: how many detections matched no annotated face, and where."""
+  unmatched = [p for p in photos if p['unmatched']]
+  total = sum(p['unmatched'] for p in photos)
+  detections = sum(p['detections'] for p in photos)
+  where = ', '.join(f'{p["source"]} ({p["unmatched"]})' for p in unmatched[:5])
+  more = f' and {len(unmatched) - 5} more photos' if len(unmatched) > 5 else ''
+  return (f'Unmatched detections: {total} of {detections} on {len(photos)} '
+          'photos match no annotated face (300-W leaves some faces '
+          'unannotated: not necessarily false)'
+          f'{": " + where if where else ""}{more}.')

@@ -46,7 +46,7 @@ def summarize(errors, found=None):
 
   With `found` (bool per face, photo mode: errors of missed faces are inf),
   also the found count; NME is then over found faces, while failure rates and
-  AUC count the missed ones as failures.
+  AUC count the missed ones as failures. No found face: NME None (JSON null).
   """
   errors = np.asarray(errors, np.float64)
   scored = errors if found is None else errors[found]
@@ -54,8 +54,8 @@ def summarize(errors, found=None):
   if found is not None:
     summary['found'] = int(np.sum(found))
   summary.update(
-      nme=float(np.mean(scored)) if scored.size else float('nan'),
-      nme_median=float(np.median(scored)) if scored.size else float('nan'))
+      nme=float(np.mean(scored)) if scored.size else None,
+      nme_median=float(np.median(scored)) if scored.size else None)
   for threshold in FAILURE_THRESHOLDS:
     summary[f'failure_rate_{threshold:.2f}'] = metrics.failure_rate(errors,
                                                                    threshold)
@@ -72,7 +72,8 @@ def format_table(group_summaries):
   for name, s in group_summaries.items():
     rates = [100 * s[f'failure_rate_{t:.2f}'] for t in FAILURE_THRESHOLDS]
     found = f' {s["found"]:>6}' if photo else ''
-    lines.append(f'{name:<22} {s["faces"]:>6}{found} {100 * s["nme"]:>7.3f} '
+    nme = '-' if s['nme'] is None else f'{100 * s["nme"]:.3f}'
+    lines.append(f'{name:<22} {s["faces"]:>6}{found} {nme:>7} '
                  f'{rates[0]:>10.2f} {rates[1]:>10.2f} '
                  f'{s[f"auc_{AUC_THRESHOLD:.2f}"]:>9.4f}')
   return '\n'.join(lines)

@@ -49,13 +49,24 @@ def shard_samples(data_dir, split, box='landmarks', batch_size=64):
 
 def folder_samples(data_dir, split='all', layout='auto', box='landmarks',
                    log=print):
-  """One Sample per image of a raw 300-W folder; skips unreadable images."""
+  """One Sample per image of a raw 300-W folder; skips unreadable images.
+
+  With `split` all or train, says which of the photos are in the folder's
+  train split: a model prepared from the folder trained on them.
+  """
   dataset = sources.load(data_dir, layout)
   faces = {'all': dataset.train + dataset.val, 'train': dataset.train,
            'val': dataset.val}.get(split)
   if faces is None:
     raise ValueError(f'--split for a raw folder: all, train or val; got '
                      f'{split!r}')
+  trained = sorted({f.rel_path for f in dataset.train})
+  if split != 'val' and trained:
+    log(f'Warning: {len(trained)} of these photos are in the train split '
+        f'that `pipeline.prepare` makes of {data_dir}, which a model prepared '
+        f'from it trained on: {", ".join(trained[:5])}'
+        f'{f" and {len(trained) - 5} more" if len(trained) > 5 else ""}; '
+        '--split=val leaves them out.')
   by_image = {}
   for face in faces:
     by_image.setdefault(face.image_path, []).append(face)

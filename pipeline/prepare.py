@@ -250,7 +250,8 @@ class _ShardWriters:
 def _write_json(path, data):
   temp = _temp_name(os.path.dirname(path), os.path.basename(path))
   with open(temp, 'w', encoding='utf-8') as f:
-    json.dump(data, f, indent=2, sort_keys=True)
+    # Strict: a NaN here would be a bug, and jq or JavaScript reject it.
+    json.dump(data, f, indent=2, sort_keys=True, allow_nan=False)
     f.write('\n')
   os.replace(temp, path)
 

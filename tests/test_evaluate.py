@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,9 @@ import pytest
 
 import faces
 from evaluation import evaluate_lib
+from evaluation import photos as photos_lib
+from evaluation import samples as samples_lib
+from facelandmark import detectors
 from evaluation import report as report_lib
 from model import landmarker as landmarker_lib
 from pipeline import synthetic
@@ -62,11 +66,16 @@ def test_workdir_on_shards(tiny_export, tmp_path):
 def test_export_on_raw_folder_both_layouts(tiny_export, tmp_path):
   with open(os.path.join(tiny_export['raw'], 'labels.xml')) as f:
     num_faces = f.read().count('<box ')
+  said = []
   reports = {
       layout: run(tiny_export['raw'], str(tmp_path / layout),
-                                model=tiny_export['export_dir'],
-                                layout=layout, log=_quiet)
+                  model=tiny_export['export_dir'], layout=layout, split='all',
+                  log=said.append)
       for layout in ('xml', 'pts')}
+  # The tiny net trained on the folder's train photos: they are named.
+  (warning,) = {line for line in said if line.startswith('Warning')}
+  assert re.search(r'Warning: \d+ of these photos are in the train split '
+                   r'.*trained on: .*\.(jpg|png)', warning)
   for report in reports.values():
     assert report['split'] == 'all'
     assert report['groups']['all']['faces'] == num_faces
@@ -93,9 +102,9 @@ def test_workdir_and_export_agree(tiny_export, tmp_path):
 
 def test_options_change_the_numbers(tiny_export, tmp_path):
   def nme(**kwargs):
-    report = run(tiny_export['raw'], str(tmp_path),
-                               layout='xml', model=tiny_export['export_dir'],
-                               log=_quiet, **kwargs)
+    report = run(tiny_export['raw'], str(tmp_path), split='all',
+                 layout='xml', model=tiny_export['export_dir'], log=_quiet,
+                 **kwargs)
     return report['groups']['all']['nme']
 
   base = nme()
@@ -116,6 +125,12 @@ def test_bad_arguments(tiny_export, tmp_path):
   with pytest.raises(ValueError, match='--split'):
     run(tiny_export['raw'], str(tmp_path), log=_quiet,
                       model=tiny_export['export_dir'], split='test')
+  # A raw folder has a train split: no default that silently includes it.
+  for detector in (None, 'blazeface'):
+    with pytest.raises(ValueError, match=r'--split is required for a raw '
+                       r'folder .*--split=val scores the photos'):
+      run(tiny_export['raw'], None, model=tiny_export['export_dir'],
+          detector=detector)
 
 
 def test_latest_checkpoint_of_a_workdir(tiny_export):
@@ -182,13 +197,72 @@ def photo_folder(tmp_path_factory):
 
 
 def test_photo_mode_finds_scores_and_counts_misses(photo_folder):
-  report = run(photo_folder, None, detector='blazeface', layout='pts')
+  said = []
+  report = run(photo_folder, None, detector='blazeface', layout='pts',
+               split='all', log=said.append)
   summary = report['groups']['all']
   assert (summary['faces'], summary['found']) == (2, 1)
   assert summary['nme'] < 0.05  # found from the detector's box
   assert summary['failure_rate_0.08'] == 0.5  # the miss is a failure
   assert not report['refine'] and report['detector'] == 'blazeface'
   assert [f['nme'] is None for f in report['faces']] == [False, True]
+  assert report['photos'] == [{'source': 'crew.jpg', 'faces': 2, 'found': 1,
+                               'detections': 1, 'unmatched': 0}]
+  assert report['unmatched_detections'] == 0
+  assert 'Unmatched detections: 0 of 1 on 1 photos' in '\n'.join(said)
+
+
+class _Placed:
+  """A landmarker that puts the given points wherever it is asked to look:
+  its answer for a box is the points whose landmark box best overlaps it."""
+
+  def __init__(self, *points):
+    self.points = points
+
+  def predict(self, image, boxes, refine=False, flip=False):
+    del image, refine, flip
+    return np.array([max(self.points, key=lambda p: _iou(
+        photos_lib.landmark_boxes(p[None])[0], box)) for box in boxes])
+
+
+def _iou(a, b):
+  inter = np.prod(np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2],
+                                                                b[:2]), 0,
+                          None))
+  return inter / (np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter)
+
+
+def test_photo_mode_matches_predicted_landmarks_and_reports_the_unmatched():
+  """Known answers: the face is found through its predicted points even
+  though the detector's box is twice the face (IoU 0.25 with it); a second
+  detection, on a face nobody annotated, is unmatched."""
+  face = synthetic_points(40, 40, 100)
+  unannotated = synthetic_points(300, 60, 80)
+  wide = np.array([0.0, 0.0, 200.0, 200.0])  # Twice the face's side.
+  assert _iou(wide, photos_lib.landmark_boxes(face[None])[0]) < 0.3
+  sample = samples_lib.Sample(np.zeros((240, 400, 3), np.uint8),
+                              face[None], face[None], 'afw', 'a.jpg')
+  detections = detectors.Detections(
+      np.array([wide, photos_lib.landmark_boxes(unannotated[None])[0]]),
+      np.array([0.9, 0.8]))
+  results = photos_lib.photo_results(_Placed(face, unannotated),
+                                     lambda _: detections, [sample])
+  assert results.found.tolist() == [True]
+  assert results.nme.tolist() == [0.0]
+  assert results.photos == [{'source': 'a.jpg', 'faces': 1, 'found': 1,
+                             'detections': 2, 'unmatched': 1}]
+  assert photos_lib.unmatched_line(results.photos) == (
+      'Unmatched detections: 1 of 2 on 1 photos match no annotated face '
+      '(300-W leaves some faces unannotated: not necessarily false): '
+      'a.jpg (1).')
+
+
+def synthetic_points(x0, y0, side):
+  """68 points spread over a square face box (any spread with this box)."""
+  rng = np.random.default_rng(int(x0))
+  points = rng.uniform(0.1, 0.9, (68, 2)) * side + [x0, y0]
+  points[:2] = [[x0, y0], [x0 + side, y0 + side]]  # The box's corners.
+  return points
 
 
 def test_photo_mode_needs_whole_photos(tiny_export):

@@ -46,10 +46,17 @@ def read_json(path):
 
 
 def write_json(path, data):
-  """Writes atomically: a reader sees the old file or the new one."""
+  """Writes strict JSON (no NaN or Infinity, which jq and JavaScript reject:
+  callers write null where there is no number), atomically: a reader sees
+  the old file or the new one."""
+  try:
+    text = json.dumps(data, indent=2, allow_nan=False)
+  except ValueError as e:
+    raise ValueError(f'{path}: not written: {e} (a NaN or infinity where '
+                     'JSON has no number)') from e
   tmp = path + '.tmp'
   with tf.io.gfile.GFile(tmp, 'w') as f:
-    json.dump(data, f, indent=2)
+    f.write(text)
   tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
