@@ -1,12 +1,12 @@
 """Scores a model on 300-W: NME, failure rates, AUC and CED, per subset.
 
   python evaluate.py --workdir=RUN --data_dir=DATA --output_dir=EVAL
-  python evaluate.py --model=EXPORT[/landmarks_int8.tflite] --data_dir=300W \
-      --output_dir=EVAL [--split=all] [--box=landmarks] [--overlays=20]
+  python evaluate.py --model=EXPORT[/landmarks_int8.tflite] --data_dir=300W \\
+      --output_dir=EVAL --split=val [--box=landmarks] [--overlays=20]
 
 --data_dir is either prepared shards (a folder with manifest.json; --split
 defaults to val) or a raw 300-W folder in the dlib XML or .pts layout (--split
-defaults to all of its faces). Following 300-W, the model is given each face's
+is required: val, train or all, as `pipeline.prepare` splits it). Following 300-W, the model is given each face's
 tight ground-truth landmark box (--box=landmarks); --box=annotation gives it the
 box stored with the face instead (dlib's box in the XML layout).
 
@@ -23,8 +23,10 @@ faces, failure rate and CED counting misses as failures. --model defaults to
 the shipped model.
 """
 
-from facelandmark import config_flags
+import training.tf_logs  # pylint: disable=unused-import  # Before TensorFlow.
+
 from evaluation import evaluate_lib
+from facelandmark import config_flags
 
 
 def main(argv):

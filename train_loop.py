@@ -8,6 +8,8 @@ layout is in training/workdir.py; running the same command again continues
 where the last run stopped. Flags: the fields of training/config.py.
 """
 
+import training.tf_logs  # pylint: disable=unused-import  # Before TensorFlow.
+
 from absl import logging
 
 from facelandmark import config_flags

@@ -23,7 +23,9 @@ from typing import Optional
 
 import cv2
 import numpy as np
-import tensorflow as tf
+
+import training.tf_logs  # pylint: disable=unused-import  # Before TensorFlow.
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
 import tqdm
 
 from facelandmark import config_flags
