@@ -20,7 +20,7 @@ from training import loop
 def main(argv):
   del argv
   summary = loop.train(config_flags.config_from_flags(config.TrainConfig))
-  logging.info('Training ended: %s', summary)
+  logging.info(loop.summary_line(summary))
 
 
 if __name__ == '__main__':

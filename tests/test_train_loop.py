@@ -3,6 +3,7 @@ multi-worker."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -507,3 +508,20 @@ def test_cached_run_trains(data_dir, tmp_path):
   cfg = small_config(data_dir, tmp_path / 'run', train_steps=4,
                      checkpoint_every=4, cache=str(tmp_path / 'cache'))
   assert loop.Trainer(cfg).train()['step'] == 4
+
+
+def test_the_run_says_how_long_it_will_take_and_nme_in_percent(data_dir,
+                                                               tmp_path):
+  said = []
+  cfg = small_config(data_dir, tmp_path, train_steps=loop.ETA_STEPS + 3,
+                     checkpoint_every=loop.ETA_STEPS + 3)
+  summary = loop.train(cfg, log=said.append)
+  (eta,) = [line for line in said if 's per step' in line]
+  assert re.fullmatch(r'\d+\.\d\d s per step: 2 steps to go, about 0 h 00 '
+                      r'min \(ends around \w+ \d\d:\d\d, without validation '
+                      r'time\)', eta)
+  assert loop.eta_line(0.5, 7_200, now=0).startswith(
+      '0.50 s per step: 7,200 steps to go, about 1 h 00 min')
+  assert re.fullmatch(r'Training ended \(finished\) at step 13, started at 0; '
+                      r'best validation NME: \d+\.\d{3}%\.',
+                      loop.summary_line(summary))

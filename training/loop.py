@@ -30,6 +30,11 @@ from training import step as step_lib
 from training import workdir as workdir_lib
 
 
+# Steps timed after the first call (which traces and compiles) before the
+# run says how long it will take.
+ETA_STEPS = 10
+
+
 class Trainer:
   """Owns the model, optimizer, checkpoints and summaries of one workdir."""
 
@@ -195,6 +200,7 @@ class Trainer:
       bar = tqdm.tqdm(total=cfg.train_steps, initial=start, unit='step',
                       disable=not self.chief, dynamic_ncols=True)
       tick, tick_step = time.time(), start
+      timed_from = None  # (time, step) after the first call; None once told
       with contextlib.ExitStack() as shards:
         shards.enter_context(
             reader.naming_corrupt_shards(cfg.data_dir, 'train', 'val'))
@@ -215,6 +221,12 @@ class Trainer:
           if step == done:
             continue
           bar.update(step - done)
+          if timed_from is None and done == start:
+            timed_from = (time.time(), step)
+          elif timed_from and step - timed_from[1] >= ETA_STEPS:
+            per_step = (time.time() - timed_from[0]) / (step - timed_from[1])
+            self.log(eta_line(per_step, cfg.train_steps - step))
+            timed_from = ()
           if on_step:
             on_step(step)
           logged = step % cfg.log_every == 0
@@ -232,8 +244,9 @@ class Trainer:
             bar.set_postfix(loss=f'{loss:.4g}', lr=f'{lr:.1e}')
           if validating:
             summary['val_nme'] = self._validate(step)
-            bar.write(f'step {step}: validation NME {summary["val_nme"]:.4f} '
-                      f'(best {float(self.best_nme.numpy()):.4f})')
+            bar.write(f'step {step}: validation NME '
+                      f'{100 * summary["val_nme"]:.3f}% (best '
+                      f'{100 * float(self.best_nme.numpy()):.3f}%)')
           if saving:
             distribute.save(self.latest, self.strategy, step)
       bar.close()
@@ -244,6 +257,25 @@ class Trainer:
       self.val_writer.flush()
     summary.update(step=self.step, best_nme=float(self.best_nme.numpy()))
     return summary
+
+
+def eta_line(seconds_per_step, steps_left, now=None):
+  """What the run says once its first steps are timed."""
+  seconds = seconds_per_step * steps_left
+  end = time.strftime('%a %H:%M', time.localtime((now or time.time()) +
+                                                  seconds))
+  hours, minutes = divmod(round(seconds / 60), 60)
+  return (f'{seconds_per_step:.2f} s per step: {steps_left:,} steps to go, '
+          f'about {hours} h {minutes:02d} min (ends around {end}, without '
+          'validation time)')
+
+
+def summary_line(summary):
+  """train()'s summary in words, NME in percent as everywhere else."""
+  best = summary['best_nme']
+  return (f'Training ended ({summary["stopped"]}) at step {summary["step"]}, '
+          f'started at {summary["start_step"]}; best validation NME: '
+          f'{f"{100 * best:.3f}%" if np.isfinite(best) else "none"}.')
 
 
 def steps_in_call(cfg, step, validates):
