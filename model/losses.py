@@ -1,7 +1,8 @@
 """Per-face landmark losses, selectable by name.
 
-Every loss takes true and predicted landmarks [B, 68, 2] in normalised view
-coordinates and returns a per-face loss [B]. Wing and Adaptive Wing have
+Every loss takes true landmarks [B, 68, 2] in normalised view coordinates and
+the network's training output (predicted landmarks, or the pip head's maps for
+'pip') and returns a per-face loss [B]. Wing and Adaptive Wing have
 thresholds in pixels, so they see the error in pixels of `pixel_scale`-sized
 view (the input size).
 """
@@ -10,7 +11,11 @@ import math
 
 import tensorflow as tf
 
-LOSSES = ('mse', 'l1', 'smooth_l1', 'wing', 'adaptive_wing')
+from model import pip
+
+# 'pip' is PIPNet's loss on the pip head's maps (model/pip.py); the others
+# compare coordinates.
+LOSSES = ('mse', 'l1', 'smooth_l1', 'wing', 'adaptive_wing', 'pip')
 
 
 def _per_face(values):
@@ -64,6 +69,8 @@ def get_loss(name, pixel_scale):
   """
   if name not in LOSSES:
     raise ValueError(f'--loss must be one of {LOSSES}, got {name!r}')
+  if name == 'pip':
+    return pip.loss
   fn = {'mse': mse, 'l1': l1, 'smooth_l1': smooth_l1, 'wing': wing,
         'adaptive_wing': adaptive_wing}[name]
   scale = 1.0 if name in ('mse', 'l1') else float(pixel_scale)

@@ -9,6 +9,7 @@ import socket
 
 import keras
 
+from model import pip
 from facelandmark import geometry
 
 CUT_LAYER = 'block_8_add'  # 14x14x64 at 224 px input.
@@ -134,9 +135,39 @@ def _heatmap_head(features, width):
   return SoftArgmax(dtype='float32', name='head_soft_argmax')(x)
 
 
+# The PIPNet head's maps: what its training loss (model/pip.py) reads.
+PIP_MAPS = 'head2_pip_maps'
+
+
+def _pip_head(features, width):
+  """Pixel-in-pixel regression on the stride-16 map (model/pip.py): cell
+  scores and in-cell offsets of each landmark and its neighbours, decoded
+  in-graph to coordinates."""
+  x = keras.layers.Conv2D(width, 3, padding='same', use_bias=False,
+                          name='head1_conv')(features)
+  x = keras.layers.BatchNormalization(name='head1_bn')(x)
+  x = keras.layers.ReLU(6.0, name='head1_relu')(x)
+  # PIPNet's init: near-zero maps, so no cell or offset is favoured at first.
+  maps = keras.layers.Conv2D(
+      pip.num_channels(), 1, dtype='float32',
+      kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+      name=PIP_MAPS)(x)
+  return pip.PIPDecode(dtype='float32', name='head_pip_decode')(maps)
+
+
 _HEAD_BUILDERS = {'conv': _conv_head, 'dense': _dense_head,
-                  'heatmap': _heatmap_head}
+                  'heatmap': _heatmap_head, 'pip': _pip_head}
+# Heads trained on their own maps rather than on the coordinates.
+MAP_HEADS = {'pip': PIP_MAPS}
 HEADS = tuple(_HEAD_BUILDERS)
+
+
+def training_outputs(model, head):
+  """The model the loss sees in training: `model` itself, or for a head in
+  MAP_HEADS the same layers ending at its maps (shared variables)."""
+  if head not in MAP_HEADS:
+    return model
+  return keras.Model(model.input, model.get_layer(MAP_HEADS[head]).output)
 
 
 def set_bn_momentum(model, momentum):

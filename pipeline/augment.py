@@ -22,6 +22,9 @@ from pipeline import views
 
 # Occluding rectangles are up to this fraction of the view side, each way.
 MAX_OCCLUSION_SIDE = 0.4
+# Blur kernels span this many pixels each way; sigma is drawn up to MAX_BLUR_SIGMA.
+BLUR_RADIUS = 3
+MAX_BLUR_SIGMA = 1.5
 # ITU-R BT.601 luma weights, as tf.image.rgb_to_grayscale uses.
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -38,6 +41,9 @@ class AugmentConfig:
   contrast: float = 0.3  # Scales about the image mean by [1 - c, 1 + c].
   saturation: float = 0.3  # Scales about the grey level by [1 - s, 1 + s].
   occlusion: float = 0.0  # Probability of one rectangle of random colour.
+  greyscale: float = 0.0  # Probability of a grey view.
+  gamma: float = 0.0  # Pixel ** g, log g uniform in [-log(1 + gamma), +].
+  blur: float = 0.0  # Probability of a Gaussian blur, sigma in (0, MAX].
   # Detector-like face boxes: with probability `box_jitter` an image's view is
   # built on a box drawn around its box the way a face detector's boxes lie
   # around the tight landmark box: centre offset (x, y) in units of the box
@@ -57,8 +63,11 @@ class AugmentConfig:
     if min(self.max_rotation, self.max_shift, self.brightness, self.contrast,
            self.saturation) < 0:
       raise ValueError(f'augmentation ranges must not be negative: {self}')
-    if not 0 <= self.occlusion <= 1:
-      raise ValueError(f'occlusion is a probability, got {self.occlusion}')
+    for name in ('occlusion', 'greyscale', 'blur'):
+      if not 0 <= getattr(self, name) <= 1:
+        raise ValueError(f'{name} is a probability, got {getattr(self, name)}')
+    if self.gamma < 0:
+      raise ValueError(f'gamma must not be negative, got {self.gamma}')
     if not 0 <= self.box_jitter <= 1:
       raise ValueError(f'box_jitter is a probability, got {self.box_jitter}')
     pairs = (self.box_shift_mean, self.box_shift_std, self.box_log_scale_mean,
@@ -143,6 +152,10 @@ def augment(images, landmarks, boxes, seed, input_size, view_scale, config):
       flips=u[:, 4] < (0.5 if config.flip else 0.0))
   views = _jitter_colour(
       views, tf.random.stateless_uniform([batch, 3], colour_seed), config)
+  if config.greyscale or config.gamma or config.blur:
+    # Its own stream, so that runs without these repeat older runs exactly.
+    views = _degrade(views, tf.random.stateless_uniform(
+        [batch, 4], tf.random.experimental.stateless_fold_in(seed, 4)), config)
   if config.occlusion > 0:
     views = _occlude(views, tf.random.stateless_uniform([batch, 9],
                                                         occlusion_seed),
@@ -238,6 +251,40 @@ def _jitter_colour(images, u, config):
   images = tf.einsum('bhwc,bcd->bhwd', images,
                      contrast[:, None, None] * saturate)
   return tf.clip_by_value(images + offsets[:, None, None, :], 0.0, 1.0)
+
+
+def _degrade(images, u, config):
+  """Greyscale, gamma and Gaussian blur from per-image U(0, 1) draws [B, 4]:
+  grey or not, gamma, blur or not, blur sigma. Cameras and JPEGs degrade
+  faces this way; PIPNet and STAR train with them."""
+  grey = tf.reduce_sum(images * tf.constant(_LUMA), axis=-1, keepdims=True)
+  images = tf.where((u[:, 0] < config.greyscale)[:, None, None, None],
+                    tf.broadcast_to(grey, tf.shape(images)), images)
+  if config.gamma > 0:
+    log_gamma = math.log1p(config.gamma) * (2 * u[:, 1] - 1)
+    images = tf.pow(images, tf.exp(log_gamma)[:, None, None, None])
+  if config.blur > 0:
+    sigma = tf.maximum(u[:, 3] * MAX_BLUR_SIGMA, 1e-3)
+    x = tf.range(-BLUR_RADIUS, BLUR_RADIUS + 1, dtype=tf.float32)
+    gauss = tf.exp(-tf.square(x)[None] / (2 * tf.square(sigma)[:, None]))
+    delta = tf.cast(tf.equal(x, 0.0), tf.float32)[None]
+    kernels = tf.where((u[:, 2] < config.blur)[:, None], gauss, delta)
+    images = _separable_blur(images, kernels / tf.reduce_sum(
+        kernels, axis=1, keepdims=True))
+  return images
+
+
+def _separable_blur(images, kernels):
+  """Each image [B, H, W, C] convolved with its own 1-D kernel [B, 2R + 1]
+  along x then y: the batch goes into channels of one depthwise convolution."""
+  b, h, w, c = (tf.shape(images)[i] for i in range(4))
+  stacked = tf.reshape(tf.transpose(images, [1, 2, 0, 3]), [1, h, w, b * c])
+  taps = tf.repeat(kernels, c, axis=0)  # [B * C, 2R + 1]
+  along_x = tf.transpose(taps)[None, :, :, None]  # [1, 2R + 1, B*C, 1]
+  along_y = tf.transpose(taps)[:, None, :, None]
+  for kernel in (along_x, along_y):
+    stacked = tf.nn.depthwise_conv2d(stacked, kernel, [1, 1, 1, 1], 'SAME')
+  return tf.transpose(tf.reshape(stacked, [h, w, b, c]), [2, 0, 1, 3])
 
 
 def _occlude(images, u, probability):

@@ -218,6 +218,50 @@ def test_occlusion_paints_one_rectangle():
   assert (untouched.numpy() == 1.0).all()
 
 
+def test_greyscale_gamma_and_blur_do_what_they_say():
+  rng = np.random.default_rng(4)
+  images = rng.integers(40, 216, [16, 64, 64, 3], np.uint8)
+  boxes = np.tile([[16.0, 16.0, 48.0, 48.0]], [16, 1])
+  landmarks = rng.uniform(20, 44, [16, 68, 2])
+  args = (images, landmarks, boxes, tf.constant([3, 4]), 40, 1.25)
+  base, base_points = augment.center_view(*args[:3], 40, 1.25)
+  base = base.numpy()
+
+  grey, points = augment.augment(*args, dataclasses.replace(STILL, greyscale=1.0))
+  np.testing.assert_allclose(points, base_points, atol=1e-6)
+  np.testing.assert_allclose(grey.numpy()[..., 0], grey.numpy()[..., 2], atol=1e-6)
+  np.testing.assert_allclose(grey.numpy()[..., 0],
+                             (base * [0.299, 0.587, 0.114]).sum(-1), atol=1e-5)
+
+  gamma = augment.augment(*args, dataclasses.replace(STILL, gamma=0.5))[0].numpy()
+  # One exponent per image, within [1 / 1.5, 1.5], and not all the same.
+  inside = (base > 0.05) & (base < 0.95)
+  exponents = [np.median(np.log(g[m]) / np.log(b[m]))
+               for g, b, m in zip(gamma, base, inside)]
+  np.testing.assert_allclose(gamma, base ** np.reshape(exponents, [-1, 1, 1, 1]),
+                             atol=1e-4)
+  assert min(exponents) >= 1 / 1.5 - 1e-4 and max(exponents) <= 1.5 + 1e-4
+  assert np.ptp(exponents) > 0.1
+
+  dot = np.zeros([4, 64, 64, 3], np.uint8)
+  dot[:, 32, 32] = 255
+  blurred = augment.augment(dot, np.zeros([4, 68, 2]), boxes[:4],
+                            tf.constant([5, 5]), 64, 1.0,
+                            dataclasses.replace(STILL, blur=1.0))[0].numpy()
+  sharp = augment.center_view(dot, np.zeros([4, 68, 2]), boxes[:4], 64,
+                              1.0)[0].numpy()
+  # The same light, spread symmetrically around the same place.
+  np.testing.assert_allclose(blurred.sum(axis=(1, 2)), sharp.sum(axis=(1, 2)),
+                             rtol=1e-4)
+  assert (blurred.max(axis=(1, 2, 3)) < sharp.max(axis=(1, 2, 3))).all()
+  def centroids(views):
+    mass = views[..., 0]
+    rows, columns = np.mgrid[:64, :64]
+    return np.stack([(mass * rows).sum((1, 2)), (mass * columns).sum((1, 2))],
+                    -1) / mass.sum((1, 2))[:, None]
+  np.testing.assert_allclose(centroids(blurred), centroids(sharp), atol=1e-3)
+
+
 def test_stateless_seeds_in_a_traced_function_with_dynamic_batch():
   config = augment.AugmentConfig(occlusion=0.5)
 
@@ -248,7 +292,9 @@ def test_stateless_seeds_in_a_traced_function_with_dynamic_batch():
 
 
 @pytest.mark.parametrize('changes', [dict(min_scale=0.0), dict(min_scale=1.2),
-                                     dict(occlusion=1.5), dict(contrast=-0.1)])
+                                     dict(occlusion=1.5), dict(contrast=-0.1),
+                                     dict(greyscale=2.0), dict(blur=-0.1),
+                                     dict(gamma=-0.5)])
 def test_bad_config_is_rejected(changes):
   with pytest.raises(ValueError):
     augment.AugmentConfig(**changes)

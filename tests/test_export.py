@@ -146,9 +146,11 @@ def test_tflite_variants(setup):
   assert sizes['int8'] < sizes['float16'] < sizes['float32']
 
 
-def test_heatmap_head_exports_like_keras(setup, tmp_path):
+@pytest.mark.parametrize('head', ['heatmap', 'pip'])
+def test_map_heads_export_like_keras(setup, tmp_path, head):
   workdir = faces.train_tiny(setup['shards'], str(tmp_path / 'work'),
-                             steps=100, head='heatmap')
+                             steps=100, head=head,
+                             loss='pip' if head == 'pip' else 'mse')
   run_export(workdir, str(tmp_path / 'exported'), tflite=['float32'])
   model, _, _ = workdir_lib.restore_model(workdir)
   views = np.round(setup['views'] * 255) / 255

@@ -9,6 +9,7 @@ import tensorflow as tf
 from model import losses
 from model import metrics
 from model import network
+from model import pip
 
 
 def _one_error(pixels, size=100):
@@ -117,6 +118,50 @@ def test_soft_argmax_finds_each_peak_in_view_coordinates():
   maps[0, 2, 3, 0] = 50.0
   np.testing.assert_allclose(network.SoftArgmax()(maps).numpy()[0, :2],
                              [4.5 / 6, 2.5 / 8], atol=1e-5)
+
+
+def ideal_pip_maps(points, h, w):
+  """The maps the PIPNet loss is zero on, for [B, 68, 2] view points."""
+  k, n = 68, pip.NUM_NEIGHBOURS
+  grid = points * [w, h]
+  cells = np.clip(np.floor(grid), 0, [w - 1, h - 1]).astype(int)
+  nb = pip.neighbours()
+  maps = np.zeros([len(points), h, w, pip.num_channels()], np.float32)
+  for b in range(len(points)):
+    for i in range(k):
+      cx, cy = cells[b, i]
+      maps[b, cy, cx, i] = 1.0
+      maps[b, cy, cx, k + i], maps[b, cy, cx, 2 * k + i] = grid[b, i] - [cx, cy]
+      votes = grid[b, nb[i]] - [cx, cy]  # [N, 2]
+      maps[b, cy, cx, 3 * k + i * n:3 * k + (i + 1) * n] = votes[:, 0]
+      maps[b, cy, cx, 3 * k + k * n + i * n:3 * k + k * n + (i + 1) * n] = (
+          votes[:, 1])
+  return maps
+
+
+def test_pip_decode_reads_the_maps_its_loss_is_zero_on():
+  rng = np.random.default_rng(0)
+  points = rng.uniform(0.05, 0.95, [3, 68, 2]).astype(np.float32)
+  maps = ideal_pip_maps(points, 7, 5)  # 7 rows, 5 columns
+  assert np.allclose(pip.loss(points, maps).numpy(), 0.0, atol=1e-6)
+  np.testing.assert_allclose(
+      pip.PIPDecode()(maps).numpy().reshape(3, 68, 2), points, atol=1e-5)
+  # A wrong own offset of one landmark is outvoted by its neighbours: it moves
+  # by 1 / (1 + votes for it) of the error, and the loss sees it.
+  votes = int(np.sum(pip.neighbours() == 30))
+  cy, cx = np.floor(points[0, 30, ::-1] * [7, 5]).astype(int)
+  maps[0, cy, cx, 68 + 30] += 1.0  # one cell too far right
+  moved = pip.PIPDecode()(maps).numpy().reshape(3, 68, 2)[0, 30, 0]
+  assert moved - points[0, 30, 0] == pytest.approx(1 / 5 / (1 + votes), abs=1e-5)
+  assert pip.loss(points, maps).numpy()[0] > 0.01
+
+
+def test_pip_neighbours_are_near_in_the_mean_shape():
+  nb = pip.neighbours()
+  assert nb.shape == (68, pip.NUM_NEIGHBOURS) and not np.any(nb == np.arange(68)[:, None])
+  assert set(nb[36]) >= {37, 41}  # an eye corner's neighbours: its eyelids
+  merge = pip.merge_matrix(nb)
+  np.testing.assert_allclose(merge.sum(axis=0), 1.0, atol=1e-6)
 
 
 def test_bad_input_size_names_the_flag():

@@ -105,9 +105,10 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch(data_dir, tmp_path):
   assert float(after) < float(before)
 
 
-@pytest.mark.parametrize('head', ['conv', 'heatmap'])
+@pytest.mark.parametrize('head', ['conv', 'heatmap', 'pip'])
 def test_short_run_really_learns(data_dir, tmp_path, head):
   cfg = small_config(data_dir, tmp_path, train_steps=300, head=head,
+                     loss='pip' if head == 'pip' else 'mse',
                      lr_boundaries=(200, 260), lr_values=(2e-3, 5e-4, 2e-4),
                      eval_every=300, checkpoint_every=300, max_rotation=15.0)
   trainer = loop.Trainer(cfg)

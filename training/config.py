@@ -72,6 +72,12 @@ class TrainConfig:
   saturation: float = option(0.3, 'Augmentation: saturation jitter.')
   occlusion: float = option(0.0, 'Augmentation: probability of a random '
                             'occluding box.')
+  greyscale: float = option(0.0, 'Augmentation: probability of a grey '
+                            'view.')
+  gamma: float = option(0.0, 'Augmentation: gamma range, pixel ** g with log g '
+                        'uniform in [-log(1 + gamma), log(1 + gamma)].')
+  blur: float = option(0.0, 'Augmentation: probability of a Gaussian blur '
+                       '(sigma up to 1.5 view pixels).')
   box_jitter: float = option(0.0, 'Augmentation: share of views built on a '
                              'detector-like box instead of --box (with the '
                              'four --box_* statistics below).')
@@ -124,6 +130,7 @@ class TrainConfig:
         max_scale=self.max_scale, max_shift=self.max_shift, flip=self.flip,
         brightness=self.brightness, contrast=self.contrast,
         saturation=self.saturation, occlusion=self.occlusion,
+        greyscale=self.greyscale, gamma=self.gamma, blur=self.blur,
         box_jitter=self.box_jitter, box_shift_mean=self.box_shift_mean,
         box_shift_std=self.box_shift_std,
         box_log_scale_mean=self.box_log_scale_mean,
@@ -166,6 +173,9 @@ def validate_config(cfg):
        f'negative, got {cfg.num_summary_images}')
   need(0.0 < cfg.bn_momentum < 1.0, f'--bn_momentum must be in (0, 1), got '
        f'{cfg.bn_momentum}')
+  need((cfg.head == 'pip') == (cfg.loss == 'pip'),
+       f'--head=pip trains with --loss=pip (PIPNet\'s loss on its maps) and '
+       f'only it: got --head={cfg.head} --loss={cfg.loss}')
   need(cfg.input_size >= 32 and cfg.input_size % 16 == 0,
        f'--input_size must be a multiple of 16 and >= 32, got '
        f'{cfg.input_size}')

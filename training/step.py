@@ -7,6 +7,7 @@ runs where the model runs, then takes one optimizer step on every replica.
 import keras
 import tensorflow as tf
 
+from model import network
 from pipeline import augment
 from pipeline import views
 
@@ -45,12 +46,13 @@ def make_train_step(cfg, model, optimizer, loss_fn, strategy):
   steps_per_loop does); `steps` is a tensor, so every count shares one trace.
   """
   aug = cfg.augment_config()
+  trained = network.training_outputs(model, cfg.head)
   scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
   @tf.function(jit_compile=cfg.jit_compile)
   def gradients(images, targets):
     with tf.GradientTape() as tape:
-      predicted = model(images, training=True)
+      predicted = trained(images, training=True)
       loss = tf.nn.compute_average_loss(
           loss_fn(targets, predicted), global_batch_size=cfg.batch_size)
       objective = optimizer.scale_loss(loss) if scaled else loss
