@@ -4,7 +4,11 @@ numpy views (facelandmark/views.py: the definition, with its pixel
 convention), so that training, evaluation, export and serving agree.
 """
 
+import math
+
 import tensorflow as tf
+
+from facelandmark import views as numpy_views
 
 # The face box a view is built on: the tight landmark box (300-W's convention,
 # and what the landmarker's refine pass gives), or the annotation's own box
@@ -52,7 +56,47 @@ def crop_and_resize_boxes(squares, height, width, size):
 
 
 def crop_views_tf(image, squares, size):
-  """facelandmark.views.crop_views as graph ops: float32 [K, size, size, C] in [0, 1].
+  """crop_views as graph ops: float32 [K, size, size, C] in [0, 1], each
+  square cut from its pyramid level as crop_views does."""
+  channels = image.shape[-1]
+
+  def one(square):
+    step = (square[2] - square[0]) / size
+    k = tf.pow(2.0, tf.floor(tf.math.log(tf.maximum(step, 1.0)) / math.log(2.0)))
+    return tf.cond(k > 1.0,
+                   lambda: _pyramid_level_view(image, square, size, k),
+                   lambda: _bilinear_views(image, square[None], size)[0])
+
+  return tf.map_fn(one, tf.cast(squares, tf.float32), fn_output_signature=(
+      tf.TensorSpec([size, size, channels], tf.float32)))
+
+
+def _pyramid_level_view(image, square, size, k):
+  """_pyramid_level's window, k x k means (rounded to uint8 like OpenCV), then
+  the bilinear view."""
+  margin = numpy_views.LEVEL_MARGIN
+  left = (tf.floor(tf.floor(square[0]) / k) - margin) * k
+  top = (tf.floor(tf.floor(square[1]) / k) - margin) * k
+  side = tf.maximum(
+      (tf.floor(tf.math.ceil(square[2]) / k) + margin + 1) * k - left,
+      (tf.floor(tf.math.ceil(square[3]) / k) + margin + 1) * k - top)
+  h, w = (tf.cast(tf.shape(image)[i], tf.float32) for i in (0, 1))
+  ix0, ix1 = (tf.clip_by_value(v, 0.0, w) for v in (left, left + side))
+  iy0, iy1 = (tf.clip_by_value(v, 0.0, h) for v in (top, top + side))
+  as_int = lambda v: tf.cast(v, tf.int32)
+  patch = tf.pad(image[as_int(iy0):as_int(iy1), as_int(ix0):as_int(ix1)],
+                 [[as_int(iy0 - top), as_int(top + side - iy1)],
+                  [as_int(ix0 - left), as_int(left + side - ix1)], [0, 0]])
+  # Area resizing at an integer factor is the exact k x k mean.
+  level = tf.round(tf.image.resize(tf.cast(patch, tf.float32),
+                                   as_int(tf.stack([side, side]) / k),
+                                   method='area'))
+  moved = (square - tf.stack([left, top, left, top])) / k
+  return _bilinear_views(level, moved[None], size)[0]
+
+
+def _bilinear_views(image, squares, size):
+  """Bilinear views [K, size, size, C] in [0, 1] of a uint8-valued image.
 
   The image gets one black pixel per side: crop_and_resize gives black
   beyond the last pixel centre, where OpenCV (and the training views) still

@@ -456,3 +456,24 @@ def test_flip_averages_with_the_mirrored_view():
   box = [[8.0, 8.0, 56.0, 56.0]]
   np.testing.assert_allclose(landmarker.predict(image, box, flip=True),
                              landmarker.predict(image, box), atol=1e-9)
+
+
+def test_the_same_face_at_four_times_the_resolution_gives_the_same_points(
+    shipped):
+  """Views of large faces come from an image pyramid, as training's crops
+  were area-downscaled: a 4x photo with its fine detail (sensor noise here) is
+  seen as its 1x reduction is, not sampled every 4th pixel."""
+  import cv2  # pylint: disable=import-outside-toplevel
+  photo = cv2.imread(os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), 'assets', 'eileen_collins_nasa.jpg'))
+  noise = np.random.default_rng(0).normal(0, 12, (1024, 1024, 3))
+  large = np.clip(cv2.resize(photo, (1024, 1024), interpolation=cv2.INTER_CUBIC)
+                  + noise, 0, 255).astype(np.uint8)
+  small = cv2.resize(large, (256, 256), interpolation=cv2.INTER_AREA)
+  box = geometry.landmark_box(shipped.predict(small, [[60, 30, 190, 180]])[0])
+  assert (box[2] - box[0]) * 1.25 / shipped.input_size > 1  # no upsampling
+  points = shipped.predict(small, [box])[0]
+  large_points = shipped.predict(large, [np.multiply(box, 4)])[0] / 4
+  eyes = np.linalg.norm(points[36] - points[45])
+  error = np.mean(np.linalg.norm(large_points - points, axis=1)) / eyes
+  assert error < 0.005, error
