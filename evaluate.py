@@ -36,5 +36,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  config_flags.define_flags(evaluate_lib.EvalConfig, required=('data_dir',))
-  config_flags.run(main, 'evaluate')
+  sections = config_flags.define_flags(evaluate_lib.EvalConfig,
+                                       required=('data_dir',))
+  config_flags.run(main, 'evaluate', sections)

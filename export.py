@@ -19,6 +19,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  config_flags.define_flags(export_lib.ExportConfig,
-                            required=('workdir', 'export_dir'))
-  config_flags.run(main, 'export')
+  sections = config_flags.define_flags(export_lib.ExportConfig,
+                                       required=('workdir', 'export_dir'))
+  config_flags.run(main, 'export', sections)

@@ -24,6 +24,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  config_flags.define_flags(config.TrainConfig,
-                            required=('data_dir', 'workdir'))
-  config_flags.run(main, 'train_loop')
+  sections = config_flags.define_flags(config.TrainConfig,
+                                       required=('data_dir', 'workdir'))
+  config_flags.run(main, 'train_loop', sections)

@@ -29,37 +29,42 @@ class EvalConfig:
                          'XML or .pts).')
   output_dir: Optional[str] = option(None, 'Where report.json, ced.png and '
                                      'overlays/ go (default: only print the '
-                                     'table).')
-  workdir: Optional[str] = option(None, 'Training workdir to evaluate.')
+                                     'table).', group='output')
+  workdir: Optional[str] = option(None, 'Training workdir to evaluate.',
+                                  group='model')
   model: Optional[str] = option(None, 'Or an export: its folder or one of its '
                                 '.tflite files (default without --workdir: '
-                                'the shipped model, pretrained/).')
+                                'the shipped model, pretrained/).',
+                                group='model')
   detector: Optional[str] = option(
       None, 'Photo mode on a raw folder: find the faces with this detector '
       'on each whole photo (match IoU of landmark boxes >= '
       f'{photos_lib.MATCH_IOU}); misses count as failures. Default: the '
-      'tight-box protocol (--box).', detectors.DETECTORS)
+      'tight-box protocol (--box).', detectors.DETECTORS, group='model')
   checkpoint: str = option('best', 'With --workdir: which checkpoint.',
-                           tuple(workdir_lib.CHECKPOINT_CHOICES))
+                           tuple(workdir_lib.CHECKPOINT_CHOICES), group='model')
   split: Optional[str] = option(
       None, 'Shards: the split (default val). Raw folder (required there): '
       'val, train or all, as `pipeline.prepare` splits it; a model prepared '
-      'from the folder trained on its train photos.')
+      'from the folder trained on its train photos.', group='data')
   layout: str = option('auto', 'Raw folder: annotation layout.',
-                       sources.LAYOUTS)
+                       sources.LAYOUTS, group='data')
   box: str = option('landmarks', 'Face box given to the model: the tight '
-                    'landmark box (300-W) or the annotated one.', views.BOXES)
+                    'landmark box (300-W) or the annotated one.', views.BOXES,
+                    group='data')
   normalization: str = option('outer_eye', 'NME normalising distance.',
-                              metrics.NORMALIZATIONS)
+                              metrics.NORMALIZATIONS, group='output')
   refine: bool = option(
       False, "Refine passes on the previous pass's landmark box until it "
       'settles (off: on the validation photos the shipped model scores better '
-      'without, from BlazeFace boxes too; README).')
+      'without, from BlazeFace boxes too; README).', group='model')
   flip: bool = option(False, 'Test-time flip: average with the prediction '
-                      'on the mirrored view (twice the network time).')
+                      'on the mirrored view (twice the network time).',
+                      group='model')
   overlays: int = option(0, 'Draw this many faces with true and predicted '
-                         'points (needs --output_dir).')
-  num_threads: Optional[int] = option(None, 'TF Lite interpreter threads.')
+                         'points (needs --output_dir).', group='output')
+  num_threads: Optional[int] = option(None, 'TF Lite interpreter threads.',
+                                      group='model')
 
 
 @dataclasses.dataclass

@@ -36,14 +36,17 @@ class ExportConfig:
   workdir: str = option(help='Training workdir (train_loop.py).')
   export_dir: str = option(help='Folder to create for the export.')
   tflite: tuple[str, ...] = option(
-      (), f'TF Lite variants to add: {",".join(tflite_lib.TFLITE_VARIANTS)}.')
+      (), f'TF Lite variants to add: {",".join(tflite_lib.TFLITE_VARIANTS)}.',
+      group='output')
   checkpoint: str = option('best', 'Which checkpoint of the workdir.',
-                           tuple(workdir_lib.CHECKPOINT_CHOICES))
+                           tuple(workdir_lib.CHECKPOINT_CHOICES), group='model')
   data_dir: Optional[str] = option(
       None, 'Prepared shards: int8 calibrates on its train views; every file '
-      'is scored on its val split.')
-  num_calibration: int = option(200, 'Views for int8 calibration.')
-  overwrite: bool = option(False, 'Replace an existing --export_dir.')
+      'is scored on its val split.', group='data')
+  num_calibration: int = option(200, 'Views for int8 calibration.',
+                                group='data')
+  overwrite: bool = option(False, 'Replace an existing --export_dir.',
+                           group='output')
 
 
 def checkpoint_step(path):

@@ -2,9 +2,9 @@
 
 Each field becomes `--name`, typed from its annotation (int, float, bool, str,
 Optional[...] of those, tuple[T, ...] as a comma-separated list), with the
-help text and choices from `option(...)`'s metadata. Flags are defined by the
-entry point's `if __name__ == '__main__'` block, never at import time, so
-library modules can be imported side by side.
+help text, choices and --help group from `option(...)`'s metadata. Flags are
+defined by the entry point's `if __name__ == '__main__'` block, never at import
+time, so library modules can be imported side by side.
 """
 
 import dataclasses
@@ -17,11 +17,18 @@ from absl import flags
 from absl import logging
 
 _REQUIRED = object()
+# --help lists the required flags, then these groups in this order, then the
+# flags of no group.
+GROUPS = ('data', 'model', 'schedule', 'augmentation', 'output')
+_HELP_FLAGS = ('-?', '-help', '--help', '-helpshort', '--helpshort')
 
 
-def option(default=_REQUIRED, help='', choices=None):  # pylint: disable=redefined-builtin
-  """A config field with its flag's help text (and allowed values)."""
-  metadata = {'help': help, 'choices': tuple(choices) if choices else None}
+def option(default=_REQUIRED, help='', choices=None, group=None):  # pylint: disable=redefined-builtin
+  """A config field with its flag's help text (allowed values, help group)."""
+  if group is not None and group not in GROUPS:
+    raise ValueError(f'option group must be one of {GROUPS}, got {group!r}')
+  metadata = {'help': help, 'choices': tuple(choices) if choices else None,
+              'group': group}
   if default is _REQUIRED:
     return dataclasses.field(metadata=metadata)
   return dataclasses.field(default=default, metadata=metadata)
@@ -49,7 +56,10 @@ def _kind(annotation):
 
 
 def define_flags(config_class, required=(), skip=(), flag_values=flags.FLAGS):
-  """Defines one flag per field of `config_class` (all but `skip`)."""
+  """Defines one flag per field of `config_class` (all but `skip`).
+
+  Returns the --help sections for `run`: (title, flag names) pairs.
+  """
   hints = typing.get_type_hints(config_class)
   # Filed under the program's own name: --help shows the main module's flags
   # only, and absl would file these under this module.
@@ -73,6 +83,36 @@ def define_flags(config_class, required=(), skip=(), flag_values=flags.FLAGS):
       define[kind](field.name, default, help_text, **common)
   if required:
     flags.mark_flags_as_required(list(required), flag_values=flag_values)
+  return help_sections(config_class, required, skip)
+
+
+def help_sections(config_class, required=(), skip=()):
+  """[('required', names), (group, names) in GROUPS order, ('other', names)],
+  fields in class order, empty sections left out."""
+  fields = [f for f in dataclasses.fields(config_class)
+            if f.name not in skip and f.name not in required]
+  sections = [('required', list(required))]
+  for group in (*GROUPS, None):
+    sections.append((group or 'other', [
+        f.name for f in fields if f.metadata.get('group') == group]))
+  return [(title, names) for title, names in sections if names]
+
+
+def format_help(sections, flag_values=flags.FLAGS):
+  """The flags of `sections`, section by section, as absl words each flag."""
+  lines = []
+  for title, names in sections:
+    lines.append(f'\n{title}:')
+    for name in names:
+      flag = flag_values[name]
+      prefix = '--[no]' if flag.boolean else '--'
+      lines.append(flags.text_wrap(f'{prefix}{name}: {flag.help}',
+                                   indent='    ', firstline_indent='  '))
+      notes = [f'default: {flag.default_as_str}' if flag.default_as_str
+               else None, flag.parser.syntactic_help]
+      lines.extend(flags.text_wrap(f'({note})', indent='    ')
+                   for note in notes if note)
+  return '\n'.join(lines)
 
 
 def _element(value, element_type, name):
@@ -107,10 +147,12 @@ def config_from_flags(config_class, skip=(), flag_values=flags.FLAGS,
 USER_ERRORS = (ValueError, OSError, FloatingPointError)
 
 
-def run(main, program):
+def run(main, program, sections=None):
   """app.run(main), turning USER_ERRORS into one line naming `program`.
 
-  The traceback is still logged at debug level (--verbosity=1).
+  The traceback is still logged at debug level (--verbosity=1). With
+  `sections` (define_flags' result), --help prints the flags grouped by them:
+  absl's own --help lists a program's flags sorted by name.
   """
   def guarded(argv):
     try:
@@ -119,4 +161,13 @@ def run(main, program):
       logging.debug('%s failed', program, exc_info=True)
       sys.exit(f'{program}: {e}')
 
-  app.run(guarded)
+  def parse(argv):
+    flag_args = argv[:argv.index('--')] if '--' in argv else argv
+    if sections and set(flag_args) & set(_HELP_FLAGS):
+      print(sys.modules['__main__'].__doc__ or '', end='')
+      print(format_help(sections))
+      print('\nTry --helpfull to get a list of all flags.')
+      sys.exit(0)
+    return app.parse_flags_with_usage(argv)
+
+  app.run(guarded, flags_parser=parse)

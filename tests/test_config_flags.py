@@ -1,7 +1,9 @@
-"""cli/config_flags.py: flags typed from a config dataclass's annotations."""
+"""facelandmark/config_flags.py: flags typed from a config dataclass's
+annotations, and --help grouped."""
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from typing import Optional
@@ -9,6 +11,8 @@ from typing import Optional
 from absl import flags
 import pytest
 
+from evaluation import evaluate_lib
+from exporting import export_lib
 from facelandmark import config_flags
 from facelandmark.config_flags import option
 from training import config
@@ -84,7 +88,54 @@ def test_importing_the_library_defines_no_flags():
   assert out.strip().splitlines()[-1] == '[]'
 
 
-def test_help_lists_the_programs_flags():
-  out = subprocess.run([sys.executable, 'export.py', '--help'], cwd=REPO,
-                       capture_output=True, text=True).stdout
-  assert '--export_dir' in out and '--tflite' in out
+@dataclasses.dataclass
+class Grouped:
+  path: str = option(help='Required.', group='data')
+  late: int = option(0, 'Output.', group='output')
+  plain: int = option(0, 'No group.')
+  rate: float = option(0.1, 'Schedule.', group='schedule')
+  size: int = option(8, 'Model.', group='model')
+  width: int = option(8, 'Model too.', group='model')
+
+
+def test_help_sections_are_required_then_groups_in_order_then_the_rest():
+  assert config_flags.help_sections(Grouped, required=('path',)) == [
+      ('required', ['path']), ('model', ['size', 'width']),
+      ('schedule', ['rate']), ('output', ['late']), ('other', ['plain'])]
+
+
+def test_an_unknown_group_is_refused():
+  with pytest.raises(ValueError, match='option group'):
+    option(0, 'x', group='misc')
+
+
+def _listed_by_heading(help_text):
+  """{heading: [flag names]} in the order --help printed them."""
+  listed = {}
+  for line in help_text.splitlines():
+    if re.fullmatch(r'[a-z]+:', line):
+      heading = listed.setdefault(line[:-1], [])
+    elif match := re.match(r'  --(?:\[no\])?(\w+):', line):
+      heading.append(match.group(1))
+  return listed
+
+
+@pytest.mark.parametrize('program, config_class, required', [
+    ('train_loop.py', config.TrainConfig, ('data_dir', 'workdir')),
+    ('evaluate.py', evaluate_lib.EvalConfig, ('data_dir',)),
+    ('export.py', export_lib.ExportConfig, ('workdir', 'export_dir')),
+])
+def test_help_lists_required_flags_first_then_the_groups(program, config_class,
+                                                          required):
+  out = subprocess.run([sys.executable, program, '--help'], cwd=REPO,
+                       capture_output=True, text=True, check=True).stdout
+  expected = {'required': list(required)}
+  for field in dataclasses.fields(config_class):
+    if field.name not in required:
+      assert field.metadata['group'], f'--{field.name} has no help group'
+      expected.setdefault(field.metadata['group'], []).append(field.name)
+  order = ['required', *(g for g in ('data', 'model', 'schedule',
+                                     'augmentation', 'output')
+                            if g in expected)]
+  assert list(_listed_by_heading(out).items()) == [
+      (heading, expected[heading]) for heading in order]

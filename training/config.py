@@ -29,94 +29,110 @@ class TrainConfig:
   extra_data_dir: str = option(
       '', 'Another prepared folder (same --image_size) whose train faces are '
       'mixed into training, e.g. the YouTube frames; validation stays on '
-      '--data_dir.')
+      '--data_dir.', group='data')
   extra_fraction: float = option(
       0.0, 'Share of the training faces drawn from --extra_data_dir (each '
-      'face is, with this probability).')
-  batch_size: int = option(16, 'Global batch size (split over replicas).')
-  train_steps: int = option(120_000, 'Total optimizer steps.')
+      'face is, with this probability).', group='data')
+  batch_size: int = option(16, 'Global batch size (split over replicas).',
+                           group='schedule')
+  train_steps: int = option(120_000, 'Total optimizer steps.', group='schedule')
   lr_boundaries: tuple[int, ...] = option(
-      (50_000, 90_000), 'Steps where the learning rate changes.')
+      (50_000, 90_000), 'Steps where the learning rate changes.',
+      group='schedule')
   lr_values: tuple[float, ...] = option(
-      (1e-3, 2e-4, 1e-4), 'Learning rates: one more than boundaries.')
-  amsgrad: bool = option(True, 'Adam with the AMSGrad variant (the prototype).')
-  loss: str = option('mse', 'Training loss.', losses.LOSSES)
+      (1e-3, 2e-4, 1e-4), 'Learning rates: one more than boundaries.',
+      group='schedule')
+  amsgrad: bool = option(True, 'Adam with the AMSGrad variant (the prototype).',
+                         group='schedule')
+  loss: str = option('mse', 'Training loss.', losses.LOSSES, group='schedule')
   input_size: int = option(224, 'Network input side in pixels (multiple of '
-                           '16, at least 32).')
-  alpha: float = option(1.0, 'MobileNetV2 width multiplier.')
-  head: str = option('conv', 'Regression head.', network.HEADS)
-  head_width: int = option(128, 'Channels of the head layers.')
+                           '16, at least 32).', group='model')
+  alpha: float = option(1.0, 'MobileNetV2 width multiplier.', group='model')
+  head: str = option('conv', 'Regression head.', network.HEADS, group='model')
+  head_width: int = option(128, 'Channels of the head layers.', group='model')
   bn_momentum: float = option(
       0.99, 'BatchNorm moving-average momentum (Keras builds MobileNetV2 with '
-      '0.999, too slow for short runs).')
+      '0.999, too slow for short runs).', group='model')
   init_weights: str = option('', 'Backbone weights file (legacy Keras .h5, '
                              'e.g. from `python -m model.convert_imagenet`). '
                              'Default: the Keras cache if it has the ImageNet '
-                             'file, else random.')
-  view_scale: float = option(1.25, 'Network view side / face-box side.')
+                             'file, else random.', group='model')
+  view_scale: float = option(1.25, 'Network view side / face-box side.',
+                             group='model')
   box: str = option('landmarks', 'Face box the view is built on: the tight '
                     'landmark box (300-W convention) or the annotation box.',
-                    views.BOXES)
+                    views.BOXES, group='model')
   max_rotation: float = option(45.0, 'Augmentation: rotation range, degrees '
-                               'either way.')
+                               'either way.', group='augmentation')
   min_scale: float = option(0.7, 'Augmentation: smallest face scale in the '
-                            'view.')
+                            'view.', group='augmentation')
   max_scale: float = option(1.0, 'Augmentation: largest face scale in the '
-                            'view.')
+                            'view.', group='augmentation')
   max_shift: float = option(0.05, 'Augmentation: shift range, fraction of the '
-                            'view.')
+                            'view.', group='augmentation')
   flip: bool = option(True, 'Augmentation: random horizontal flip (with point '
-                      'mirroring).')
-  brightness: float = option(0.2, 'Augmentation: brightness jitter.')
-  contrast: float = option(0.3, 'Augmentation: contrast jitter.')
-  saturation: float = option(0.3, 'Augmentation: saturation jitter.')
+                      'mirroring).', group='augmentation')
+  brightness: float = option(0.2, 'Augmentation: brightness jitter.',
+                             group='augmentation')
+  contrast: float = option(0.3, 'Augmentation: contrast jitter.',
+                           group='augmentation')
+  saturation: float = option(0.3, 'Augmentation: saturation jitter.',
+                             group='augmentation')
   occlusion: float = option(0.0, 'Augmentation: probability of a random '
-                            'occluding box.')
+                            'occluding box.', group='augmentation')
   greyscale: float = option(0.0, 'Augmentation: probability of a grey '
-                            'view.')
+                            'view.', group='augmentation')
   gamma: float = option(0.0, 'Augmentation: gamma range, pixel ** g with log g '
-                        'uniform in [-log(1 + gamma), log(1 + gamma)].')
+                        'uniform in [-log(1 + gamma), log(1 + gamma)].',
+                        group='augmentation')
   blur: float = option(0.0, 'Augmentation: probability of a Gaussian blur '
-                       '(sigma up to 1.5 view pixels).')
+                       '(sigma up to 1.5 view pixels).', group='augmentation')
   box_jitter: float = option(0.0, 'Augmentation: share of views built on a '
                              'detector-like box instead of --box (with the '
-                             'four --box_* statistics below).')
+                             'four --box_* statistics below).',
+                             group='augmentation')
   box_shift_mean: tuple[float, ...] = option(
       (0.0, 0.0), 'Detector box centre minus landmark box centre (x, y), in '
-      'units of the landmark box size sqrt(w*h): mean.')
+      'units of the landmark box size sqrt(w*h): mean.', group='augmentation')
   box_shift_std: tuple[float, ...] = option((0.0, 0.0), 'The same: '
-                                            'deviation.')
+                                            'deviation.', group='augmentation')
   box_log_scale_mean: tuple[float, ...] = option(
       (0.0, 0.0), 'log(detector box side / landmark box side) for (w, h): '
-      'mean.')
+      'mean.', group='augmentation')
   box_log_scale_std: tuple[float, ...] = option((0.0, 0.0), 'The same: '
-                                                'deviation.')
-  eval_every: int = option(2000, 'Validate every this many steps.')
+                                                'deviation.',
+                                                group='augmentation')
+  eval_every: int = option(2000, 'Validate every this many steps.',
+                           group='output')
   checkpoint_every: int = option(1000, 'Save a checkpoint every this many '
-                                 'steps.')
+                                 'steps.', group='output')
   log_every: int = option(100, 'Write training summaries every this many '
-                          'steps.')
+                          'steps.', group='output')
   steps_per_loop: int = option(
       1, 'Training steps per compiled call: fewer Python round trips (use '
       'e.g. 50-100 on a GPU); must divide --eval_every, --checkpoint_every and '
-      '--log_every. A stop signal is handled between calls.')
+      '--log_every. A stop signal is handled between calls.', group='schedule')
   cache: str = option(
       '', "Cache the decoded training faces after the first epoch: '' (decode "
       "every epoch), 'memory' (refused when larger than available memory), "
       'or a folder for a file cache (a fast local disk; reused by later runs '
-      'on the same shards).')
-  keep_checkpoints: int = option(3, 'How many latest checkpoints to keep.')
-  eval_batch_size: int = option(64, 'Batch size for validation.')
+      'on the same shards).', group='data')
+  keep_checkpoints: int = option(3, 'How many latest checkpoints to keep.',
+                                 group='output')
+  eval_batch_size: int = option(64, 'Batch size for validation.',
+                                group='output')
   num_summary_images: int = option(8, 'Validation faces drawn into '
-                                   'TensorBoard.')
-  strategy: str = option('default', 'tf.distribute strategy.', STRATEGIES)
-  precision: str = option('float32', 'Compute precision.', PRECISIONS)
+                                   'TensorBoard.', group='output')
+  strategy: str = option('default', 'tf.distribute strategy.', STRATEGIES,
+                         group='schedule')
+  precision: str = option('float32', 'Compute precision.', PRECISIONS,
+                          group='schedule')
   jit_compile: bool = option(False, 'XLA-compile the step (measure first: '
-                             'slower on CPU).')
+                             'slower on CPU).', group='schedule')
   seed: int = option(0, 'Seed for initialisation, shuffling and '
-                     'augmentation.')
+                     'augmentation.', group='schedule')
   deterministic: bool = option(False, 'Deterministic input order and ops '
-                               '(repeatable runs).')
+                               '(repeatable runs).', group='schedule')
 
   def training_mix(self):
     """reader.make_dataset's `mix` for these flags."""
