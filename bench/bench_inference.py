@@ -197,13 +197,18 @@ class PhotoClock:
     return landmarks
 
 
+def nme_percent(summary):
+  """report.summarize's NME in percent; '-' when no face was found (None)."""
+  return '-' if summary['nme'] is None else f'{100 * summary["nme"]:.2f}'
+
+
 def whole_path_row(label, detect, landmarker, samples, normalization):
   """Table 2's row: photo mode with refine, timed per photo."""
   clock = PhotoClock(detect, landmarker)
   results = photos_lib.photo_results(clock, clock.detect, samples, True,
                                      normalization)
   s = report.summarize(results.nme, results.found)
-  return [label, f'{s["found"]}/{s["faces"]}', f'{100 * s["nme"]:.2f}',
+  return [label, f'{s["found"]}/{s["faces"]}', nme_percent(s),
           f'{100 * s[FAILURE]:.2f}',
           f'{1000 * statistics.median(clock.seconds):.1f}']
 
@@ -212,7 +217,7 @@ def tight_box_row(label, landmarker, samples, normalization):
   """Table 3's row: every face on its tight landmark box, one pass."""
   s = report.summarize(evaluate_lib.predict_samples(
       landmarker, samples, False, normalization).nme)
-  return [label, s['faces'], f'{100 * s["nme"]:.2f}', f'{100 * s[FAILURE]:.2f}']
+  return [label, s['faces'], nme_percent(s), f'{100 * s[FAILURE]:.2f}']
 
 
 def time_per_face(predict, faces, warmup=5):
@@ -365,20 +370,24 @@ def bench(model=landmarker_lib.SHIPPED_MODEL,
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('model', landmarker_lib.SHIPPED_MODEL,
-                    'Export folder (export.py).')
-flags.DEFINE_string('data_dir', '../shared/data/300w-photos',
-                    'Photos with 300-W .pts files, one per annotated face.')
-flags.DEFINE_enum('split', 'val', SPLITS, 'val: the photos training holds '
-                  'out (hash split, val_fraction 0.1); all: every photo.')
-flags.DEFINE_list('threads', ['1', '2'], 'Thread counts of table 1.')
-flags.DEFINE_integer('num_threads', 1, 'TF Lite and OpenCV threads of the '
-                     'photo and video tables.')
-flags.DEFINE_enum('normalization', 'outer_eye', metrics.NORMALIZATIONS,
-                  'NME normalisation.')
-flags.DEFINE_integer('video_frames', 60, 'Frames of the end-to-end video.')
-flags.DEFINE_string('dlib_model', None, f'Path of {DLIB_MODEL} (default: '
-                    'face-recognition-models or Debian\'s libdlib-data).')
+
+
+def define_flags():
+  """The bench's flags, defined when it runs: tests import this module."""
+  flags.DEFINE_string('model', landmarker_lib.SHIPPED_MODEL,
+                      'Export folder (export.py).')
+  flags.DEFINE_string('data_dir', '../shared/data/300w-photos',
+                      'Photos with 300-W .pts files, one per annotated face.')
+  flags.DEFINE_enum('split', 'val', SPLITS, 'val: the photos training holds '
+                    'out (hash split, val_fraction 0.1); all: every photo.')
+  flags.DEFINE_list('threads', ['1', '2'], 'Thread counts of table 1.')
+  flags.DEFINE_integer('num_threads', 1, 'TF Lite and OpenCV threads of the '
+                       'photo and video tables.')
+  flags.DEFINE_enum('normalization', 'outer_eye', metrics.NORMALIZATIONS,
+                    'NME normalisation.')
+  flags.DEFINE_integer('video_frames', 60, 'Frames of the end-to-end video.')
+  flags.DEFINE_string('dlib_model', None, f'Path of {DLIB_MODEL} (default: '
+                      'face-recognition-models or Debian\'s libdlib-data).')
 
 
 def main(argv):
@@ -389,4 +398,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
