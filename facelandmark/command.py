@@ -19,8 +19,10 @@ detector runs every `detect_every` frames or when a track looks lost;
 
 import contextlib
 import dataclasses
-import functools
+import math
 import os
+import signal
+import threading
 import time
 from typing import Optional
 
@@ -74,12 +76,13 @@ class WebcamConfig:
   smoothing: bool = option(False, 'Video and camera: One Euro filter on each '
                            "face's points across frames.")
   min_cutoff: float = option(1.0, 'Smoothing: cutoff (Hz) of still points; '
-                             'lower is smoother.')
+                             'lower is smoother; above 0.')
   beta: float = option(0.05, 'Smoothing: cutoff rise per pixel/s of speed; '
-                       'higher lags less.')
-  num_threads: Optional[int] = option(None, 'TF Lite interpreter threads.')
+                       'higher lags less; 0 or more.')
+  num_threads: Optional[int] = option(None, 'TF Lite interpreter threads (1 '
+                                      'or more; default: its own choice).')
   max_frames: Optional[int] = option(None, 'Stop after this many frames or '
-                                     'images.')
+                                     'images (1 or more).')
 
 
 FOLLOWED = ('video', 'camera')  # Source kinds whose frames are one scene.
@@ -111,15 +114,62 @@ class FrameRate:
 
 def check_config(config):
   """Raises for a flag that cannot work, before anything opens: no
-  --model (FileNotFoundError), a --detect_every below 1 (WebcamError)."""
+  --model (FileNotFoundError), a number out of its range, a camera index
+  OpenCV cannot take, or outputs naming the source or each other
+  (WebcamError)."""
   if not os.path.exists(config.model):
     raise FileNotFoundError(
         f'--model={config.model} does not exist: pass a .tflite file export.py '
         'wrote (with its metadata.json) or its folder, or leave --model out '
         'for the shipped model')
-  if config.detect_every < 1:
-    raise WebcamError(f'--detect_every must be at least 1, got '
-                      f'{config.detect_every}')
+  at_least_one = [('detect_every', config.detect_every),
+                  ('num_threads', config.num_threads),
+                  ('max_frames', config.max_frames)]
+  for name, value in at_least_one:
+    if value is not None and value < 1:
+      raise WebcamError(f'--{name} must be at least 1, got {value}')
+  # A cutoff of 0 Hz freezes the points; a negative one sends them away.
+  if not (math.isfinite(config.min_cutoff) and config.min_cutoff > 0):
+    raise WebcamError(f'--min_cutoff must be a number above 0 (Hz), got '
+                      f'{config.min_cutoff}')
+  if not (math.isfinite(config.beta) and config.beta >= 0):
+    raise WebcamError(f'--beta must be a number at least 0, got '
+                      f'{config.beta}')
+  media.source_kind(config.source)
+  media.check_distinct(config.source, config.output, config.json)
+
+
+# Signals that end a run the way Ctrl-C (SIGINT) does: `timeout` and `docker
+# stop` send SIGTERM, a closed terminal SIGHUP (absent on Windows).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ('SIGTERM', 'SIGHUP')
+                     if hasattr(signal, name))
+
+
+class Stopped(KeyboardInterrupt):
+  """A stop signal, raised where the frame loop is, as SIGINT raises
+  KeyboardInterrupt."""
+
+
+@contextlib.contextmanager
+def stop_signals_interrupt():
+  """While inside, STOP_SIGNALS raise Stopped, so the loop keeps what it
+  did; their handlers are restored on leaving. Python runs signal handlers
+  in the main thread only, so elsewhere this does nothing."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def interrupt(number, frame):
+    del frame
+    raise Stopped(signal.Signals(number).name)
+
+  previous = {number: signal.signal(number, interrupt)
+              for number in STOP_SIGNALS}
+  try:
+    yield
+  finally:
+    for number, handler in previous.items():
+      signal.signal(number, handler)
 
 
 def settings(config, finder, kind):
@@ -151,45 +201,63 @@ def faces_function(config, finder, kind):
   return faces
 
 
-def _loop(config, source, faces_of, output, window, log):
-  """The frame loop: (JSON records, mean frame rate). The rate is None for
-  photos: it would time the model's start-up, or unrelated images."""
+@dataclasses.dataclass
+class Tally:
+  """What the frame loop did: frames (or images), those with faces, the
+  mean frame rate (video and camera), why it was interrupted."""
+  frames: int = 0
+  with_faces: int = 0
+  fps: Optional[float] = None
+  interrupted: Optional[str] = None
+
+
+def _loop(config, source, faces_of, output, json_output, window, log):
+  """The frame loop: a Tally. Each frame's record goes to `json_output` as
+  it comes (none kept here). The rate is None for photos: it would time the
+  model's start-up, or unrelated images."""
   meter = FrameRate() if source.kind in FOLLOWED else None
-  records = []
+  tally = Tally()
   # Closed on leaving: a progress bar inside ends with it.
   frames = iter(source)
   try:
     for index, t, name, frame in frames:
       faces = faces_of(frame, t)
       image = source.name if source.kind == 'image' else name
-      records.append(results.frame_record(
-          index, t if source.kind in FOLLOWED else None, image,
-          frame.shape[:2], faces))
+      if json_output:
+        json_output.write(results.frame_record(
+            index, t if source.kind in FOLLOWED else None, image,
+            frame.shape[:2], faces))
+      tally.frames += 1
+      tally.with_faces += bool(faces)
       fps = meter.tick() if meter else None
       if output or window:
-        annotated = overlay.annotate(frame, faces, fps)
+        annotated = overlay.annotate(frame, faces)
       if output:
         output.write(annotated, name)
-      if window and not window.show(annotated):
+      # The rate is the live window's: saved frames stay the video's.
+      if window and not window.show(
+          annotated if fps is None else overlay.with_rate(annotated, fps)):
         break
-      if config.max_frames and len(records) >= config.max_frames:
+      if config.max_frames and tally.frames >= config.max_frames:
         break
-  except KeyboardInterrupt:
-    log('Interrupted: writing what was processed.')
+  except KeyboardInterrupt as e:
+    tally.interrupted = str(e) if isinstance(e, Stopped) else 'SIGINT'
+    log(f'Interrupted ({tally.interrupted}): writing what was processed.')
   finally:
     frames.close()
-  return records, meter.mean if meter else None
+  tally.fps = meter.mean if meter else None
+  return tally
 
 
-def _save(config, output, document):
+def _save(config, output, json_output, skipped):
   """Writes the image output and the JSON, each whatever the other did:
   (paths written, error messages)."""
   outputs = []
   if output:
     outputs.append(('--output', config.output, output.save))
-  if config.json:
-    outputs.append(('--json', config.json, functools.partial(
-        media.write_json, config.json, document)))
+  if json_output:
+    outputs.append(('--json', config.json,
+                    lambda: json_output.save(results.footer(skipped))))
   written, failures = [], []
   for flag, path, save in outputs:
     try:
@@ -225,22 +293,26 @@ def run(config, log=print):
     # Landmarker.load may pick a file inside a folder: name the one it used.
     log(f'Model: {finder.model_file} ({tflite.runtime()[1]})')
     with (media.open_output(config.output, source) if config.output
-          else contextlib.nullcontext()) as output:
-      records, fps = _loop(config, source, faces_function(
-          config, finder, source.kind), output, window, log)
-  if source.stopped:
-    warn(f'{source.stopped}; keeping the {len(records)} frames read')
-  written, failures = _save(config, output, results.document(
-      settings(config, finder, source.kind), records, source.skipped))
-  summary = {'frames': len(records),
-             'frames_with_faces': sum(bool(r['faces']) for r in records),
-             'fps': None if fps is None else round(fps, 2),
-             'skipped': len(source.skipped), 'stopped': source.stopped}
+          else contextlib.nullcontext()) as output, (
+              media.JsonOutput(config.json, results.header(
+                  settings(config, finder, source.kind)), results.FRAMES)
+              if config.json else contextlib.nullcontext()) as json_output:
+      with stop_signals_interrupt():
+        tally = _loop(config, source, faces_function(
+            config, finder, source.kind), output, json_output, window, log)
+      if source.stopped:
+        warn(f'{source.stopped}; keeping the {tally.frames} frames read')
+      written, failures = _save(config, output, json_output, source.skipped)
+  summary = {'frames': tally.frames, 'frames_with_faces': tally.with_faces,
+             'fps': None if tally.fps is None else round(tally.fps, 2),
+             'skipped': len(source.skipped),
+             'stopped': source.stopped or (
+                 tally.interrupted and f'interrupted by {tally.interrupted}')}
   unit = 'images' if source.kind == 'folder' else 'frames'
   log(f'{summary["frames"]} {unit}, {summary["frames_with_faces"]} with faces'
       + (f', {summary["skipped"]} unreadable skipped' if source.skipped
          else '')
-      + ('' if fps is None else f', {summary["fps"]} FPS')
+      + ('' if tally.fps is None else f', {summary["fps"]} FPS')
       + ''.join(f'; wrote {path}' for path in written))
   if failures:
     raise WebcamError('; '.join(failures) + ''.join(

@@ -25,10 +25,11 @@ def draw_points(canvas, points, colour, radius):
   return canvas
 
 
-def draw_box(canvas, box, colour):
-  """A one-pixel rectangle on corner-coordinate `box`, in place."""
-  cv2.rectangle(canvas, cv_point(box[:2]), cv_point(box[2:]), colour, 1,
-                cv2.LINE_AA, SHIFT)
+def draw_box(canvas, box, colour, thickness=1):
+  """A rectangle of `thickness` pixels on corner-coordinate `box`, in
+  place."""
+  cv2.rectangle(canvas, cv_point(box[:2]), cv_point(box[2:]), colour,
+                int(thickness), cv2.LINE_AA, SHIFT)
   return canvas
 
 

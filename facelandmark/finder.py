@@ -25,6 +25,7 @@ from facelandmark import detectors
 from facelandmark import head_pose
 from facelandmark import landmarker as landmarker_lib
 from facelandmark import media
+from facelandmark import tflite
 
 # What find() takes: a file path, a PIL image, or an array.
 Image = Union[str, os.PathLike, np.ndarray, Any]
@@ -90,6 +91,23 @@ def as_rgb(image: Image, bgr: bool = False) -> np.ndarray:
   return np.ascontiguousarray(rgb[..., ::-1]) if bgr else rgb
 
 
+def check_input_size(landmarker):
+  """Raises ValueError naming the files if the .tflite file the landmarker
+  loaded (its metadata's 'path') does not take square views of its
+  metadata's `input_size`."""
+  path = landmarker.metadata.get('path')
+  if not path or not str(path).endswith('.tflite'):
+    return
+  (source,) = tflite.Model(path).inputs
+  side = [int(v) for v in source['shape'][1:3]]
+  if side != [landmarker.input_size] * 2:
+    metadata = os.path.join(os.path.dirname(path), landmarker_lib.METADATA)
+    raise ValueError(
+        f'{metadata}: input_size {landmarker.input_size} does not match '
+        f'{path}, which takes {side[0]}x{side[1]} views: use the '
+        f'{landmarker_lib.METADATA} export.py wrote with it')
+
+
 class FaceFinder:
   """A face detector and a Landmarker: photo in, faces out.
 
@@ -113,9 +131,17 @@ class FaceFinder:
            refine: bool = False) -> 'FaceFinder':
     """`model` as Landmarker.load takes it (default: the shipped model);
     `detector` one of detectors.DETECTORS; `num_threads` for both TF Lite
-    interpreters."""
-    return cls(landmarker_lib.Landmarker.load(model, num_threads),
-               detectors.make_detector(detector, num_threads), refine)
+    interpreters (1 or more; None: TF Lite's choice).
+
+    Raises ValueError for a `num_threads` below 1 and for a model whose
+    metadata.json gives an input size its .tflite file does not take (found
+    here, not at the first face)."""
+    if num_threads is not None and num_threads < 1:
+      raise ValueError(f'num_threads must be at least 1, got {num_threads}')
+    landmarker = landmarker_lib.Landmarker.load(model, num_threads)
+    check_input_size(landmarker)
+    return cls(landmarker, detectors.make_detector(detector, num_threads),
+               refine)
 
   @property
   def model_file(self):

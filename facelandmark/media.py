@@ -13,6 +13,7 @@ import os
 import time
 
 import cv2
+import numpy as np
 import tqdm
 
 from facelandmark.errors import WebcamError
@@ -23,6 +24,15 @@ VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg',
 VIDEO_CODECS = {'.mp4': 'mp4v', '.avi': 'MJPG'}  # The videos we write.
 WINDOW = 'facelandmark (q or Esc quits)'
 FALLBACK_FPS = 30.0  # For video files that do not say their frame rate.
+# Declared rates outside this range are no camera's: variable-rate recordings
+# often declare 1000 (or 90000, a timestamp clock) and would time frames
+# a millisecond apart, freezing the smoothing filter.
+PLAUSIBLE_FPS = (1.0, 240.0)
+# Frames read on opening a video to check its declared rate by their
+# timestamps (before the first frame is processed).
+RATE_PROBE_FRAMES = 8
+# OpenCV takes a camera index as a C int.
+MAX_CAMERA_INDEX = 2**31 - 1
 SOURCES_ACCEPTED = (f'pass an image ({", ".join(IMAGE_EXTENSIONS)}), a folder '
                     f'of images, a video file ({", ".join(VIDEO_EXTENSIONS)}) '
                     'or a camera index (0, 1, ...)')
@@ -36,6 +46,9 @@ def source_kind(source):
   """'camera', 'folder', 'image' or 'video' for --source; else says what is
   accepted."""
   if source.isdigit():
+    if int(source) > MAX_CAMERA_INDEX:
+      raise WebcamError(f'--source={source} is too large for a camera index '
+                        f'(0 to {MAX_CAMERA_INDEX}); {SOURCES_ACCEPTED}')
     return 'camera'
   if os.path.isdir(source):
     return 'folder'
@@ -49,17 +62,63 @@ def source_kind(source):
                     f'video file nor a camera index; {SOURCES_ACCEPTED}')
 
 
+def truncated_jpeg(path):
+  """Whether `path` is a JPEG without its end-of-image marker: cut short.
+  OpenCV decodes such a file into a grey-bottomed half image without an
+  error. The marker (FF D9) cannot occur inside entropy-coded data (an FF
+  there is followed by 00), so a tail without it was cut."""
+  if _extension(path) not in ('.jpg', '.jpeg'):
+    return False
+  with open(path, 'rb') as f:
+    if f.read(2) != b'\xff\xd8':  # Not a JPEG at all: OpenCV says so.
+      return False
+    f.seek(max(os.path.getsize(path) - 1024, 0))
+    return b'\xff\xd9' not in f.read()
+
+
+def decode_image(path):
+  """(BGR uint8 image, None) for the image file `path`, or (None, why it
+  cannot be used)."""
+  if truncated_jpeg(path):
+    return None, 'truncated JPEG (no end-of-image marker)'
+  image = cv2.imread(path)
+  if image is None:
+    return None, ('OpenCV cannot read this image (not an image, damaged, or '
+                  'in a format this OpenCV lacks)')
+  return image, None
+
+
 def read_image(path):
   """The BGR uint8 image in file `path`; FileNotFoundError or ValueError
   naming it. (cv2.imread returns None for both, which np.asarray would turn
   into a shapeless array.)"""
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path}: no such image file')
-  image = cv2.imread(path)
+  image, why = decode_image(path)
   if image is None:
-    raise ValueError(f'{path}: OpenCV cannot read this image (not an image, '
-                     'damaged, or in a format this OpenCV lacks)')
+    raise ValueError(f'{path}: {why}')
   return image
+
+
+def frame_rate(declared, stamps_ms):
+  """(frames per second to time a video by, a warning or None) from its
+  `declared` rate and the timestamps (ms) of its first frames: the declared
+  rate when plausible and the timestamps agree (within 10%) or say nothing,
+  else the timestamps' rate when plausible, else FALLBACK_FPS."""
+  low, high = PLAUSIBLE_FPS
+  gaps = np.diff(np.asarray(stamps_ms, np.float64)) / 1000
+  gaps = gaps[gaps > 0]
+  measured = 1 / float(np.median(gaps)) if len(gaps) else None
+  if low <= declared <= high and (
+      measured is None or not low <= measured <= high or
+      abs(measured / declared - 1) < 0.1):
+    return declared, None
+  if measured is not None and low <= measured <= high:
+    return measured, (f'it declares {declared:g} frames/s but its '
+                      f'timestamps are {measured:.3g}/s apart: timing '
+                      'frames by the timestamps')
+  return FALLBACK_FPS, (f'it declares {declared:g} frames/s, which no camera '
+                        f'records: timing frames at {FALLBACK_FPS:g}/s')
 
 
 def image_files(folder):
@@ -90,7 +149,7 @@ class Source:
   Iterating gives (index, time, name, BGR uint8 frame): video frames are
   timed by their frame rate, camera frames by the clock from the first one,
   images not (None); `name` is a folder image's relative path (else None).
-  A folder image OpenCV cannot read is skipped, named to `warn` and listed in
+  A folder image OpenCV cannot read (or a truncated JPEG) is skipped, named to `warn` and listed in
   `skipped`. Once a video or camera runs out of frames on its own, `stopped`
   says why if it ended early: a camera read failing, or a video giving fewer
   frames than it declares (truncated or damaged). With `progress`, iterating
@@ -100,7 +159,9 @@ class Source:
     name: --source.
     kind: 'camera', 'folder', 'image' or 'video'.
     size: (width, height) of the first frame (None for a folder).
-    fps: the video's frame rate (FALLBACK_FPS if it does not say).
+    fps: the video's frame rate: the declared one, checked against its
+      frames' timestamps (frame_rate); FALLBACK_FPS if neither is a
+      camera's.
     count: how many frames or images there are, if known.
   """
 
@@ -116,10 +177,11 @@ class Source:
       self._files = image_files(source)
       self.count = len(self._files)
       return
+    self._buffer = []  # frames read ahead, to check the video's frame rate
     if self.kind == 'image':
-      self._first = cv2.imread(source)
+      self._first, why = decode_image(source)
       if self._first is None:
-        raise WebcamError(f'--source={source}: OpenCV cannot read this image')
+        raise WebcamError(f'--source={source}: {why}')
       self.count = 1
     else:
       self._capture = cv2.VideoCapture(int(source) if self.kind == 'camera'
@@ -134,8 +196,26 @@ class Source:
       self.fps = self._capture.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS
       if self.kind == 'video':
         self.count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        self._check_rate()
     height, width = self._first.shape[:2]
     self.size = (width, height)
+
+  def _check_rate(self):
+    """Sets `fps` from the declared rate and the first frames' timestamps,
+    keeping the frames read for iteration."""
+    stamps = [self._capture.get(cv2.CAP_PROP_POS_MSEC)]
+    while len(self._buffer) < RATE_PROBE_FRAMES:
+      frame = self._read()
+      if frame is None:
+        break
+      self._buffer.append(frame)
+      stamps.append(self._capture.get(cv2.CAP_PROP_POS_MSEC))
+    self.fps, why = frame_rate(self.fps, stamps)
+    if why:
+      self._warn(f'--source={self.name}: {why}')
+
+  def _next(self):
+    return self._buffer.pop(0) if self._buffer else self._read()
 
   def _read(self):
     if self._capture is None:
@@ -160,7 +240,7 @@ class Source:
         yield index, (time.monotonic() - start if self.kind == 'camera'
                       else index / self.fps), None, frame
         bar.update()
-        frame, index = self._read(), index + 1
+        frame, index = self._next(), index + 1
     self.stopped = self._why_stopped(index)
 
   def _bar(self, *args, **kwargs):
@@ -181,11 +261,10 @@ class Source:
   def _images(self):
     with self._bar(self._files, unit='image') as files:
       for index, name in enumerate(files):
-        frame = cv2.imread(os.path.join(self.name, name))
+        frame, why = decode_image(os.path.join(self.name, name))
         if frame is None:
           self.skipped.append(name)
-          self._warn(f'skipped {os.path.join(self.name, name)}: OpenCV '
-                     'cannot read this image')
+          self._warn(f'skipped {os.path.join(self.name, name)}: {why}')
           continue
         yield index, None, name, frame
 
@@ -211,6 +290,30 @@ def check_writable(path, flag):
   if not os.access(folder, os.W_OK) or (os.path.exists(path) and
                                         not os.access(path, os.W_OK)):
     raise WebcamError(f'{flag}={path} is not writable')
+
+
+def check_distinct(source, output=None, json_path=None):
+  """Raises if --output or --json names the source file, or each other (or
+  the other's temporary file): writing one would destroy the other. (A
+  folder source is check_output_folder's.)"""
+  named = [('--source', None if os.path.isdir(source) else source, ''), ('--output', output, ''),
+           ('--json', json_path, '')]
+  if output and VIDEO_CODECS.get(_extension(output)):
+    named.append(('--output', output, ' (its temporary file)'))
+  if json_path:
+    named.append(('--json', json_path, ' (its temporary file)'))
+  seen = {}
+  for flag, path, what in named:
+    if not path:
+      continue
+    real = os.path.realpath(temporary_video(path) if what and flag ==
+                            '--output' else f'{path}.tmp' if what else path)
+    if real in seen and seen[real][0] != flag:
+      first, given, first_what = seen[real]
+      raise WebcamError(f'{first}={given}{first_what} and {flag}={path}{what} '
+                        'name the same file: writing one would destroy the '
+                        'other; name another file')
+    seen.setdefault(real, (flag, path, what))
 
 
 def check_output(path, source):
@@ -264,12 +367,23 @@ def open_output(path, source):
   return Output(path, source.size, source.fps)
 
 
+def temporary_video(path):
+  """Where a video for `path` is written until it is complete: beside it,
+  hidden, with its extension (OpenCV picks the container by it)."""
+  folder, name = os.path.split(path)
+  stem, extension = os.path.splitext(name)
+  return os.path.join(folder, f'.{stem}.partial{extension}')
+
+
 class Output:
   """Annotated frames to a video file, or the last one to an image file.
 
   A video is opened on construction (`size` is (width, height)), so a codec
-  this OpenCV lacks fails before the first frame, and released on leaving
-  `with`, whatever happened; an image is written by `save`.
+  this OpenCV lacks fails before the first frame. It is written to
+  `temporary_video(path)` and released on leaving `with`, whatever
+  happened; `save` renames it to `path` (so a file already there is replaced
+  only by a complete, playable video), and leaving `with` on an error
+  removes it. An image is written by `save`.
   """
 
   def __init__(self, path, size, fps):
@@ -277,11 +391,17 @@ class Output:
     self._last = self._writer = None
     codec = VIDEO_CODECS.get(_extension(path))
     if codec:
-      self._writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*codec), fps,
-                                     size)
+      self._temporary = temporary_video(path)
+      self._writer = cv2.VideoWriter(self._temporary,
+                                     cv2.VideoWriter_fourcc(*codec), fps, size)
       if not self._writer.isOpened():
+        self._remove_temporary()
         raise WebcamError(f'--output={path}: OpenCV cannot write {codec} '
                           'video here')
+
+  def _remove_temporary(self):
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(self._temporary)
 
   def write(self, frame, name=None):
     """Takes the next frame (`name`, a folder image's, is not used here)."""
@@ -292,16 +412,21 @@ class Output:
       self._last = frame
 
   def save(self):
-    """Writes the image (a video is complete once released)."""
-    if self._last is not None and not cv2.imwrite(self.path, self._last):
+    """Writes the image, or renames the released video into place."""
+    if self._writer:
+      self._writer.release()
+      os.replace(self._temporary, self.path)
+    elif self._last is not None and not cv2.imwrite(self.path, self._last):
       raise WebcamError('OpenCV could not write the image')
 
   def __enter__(self):
     return self
 
-  def __exit__(self, *exc_info):
+  def __exit__(self, exc_type, *exc_info):
     if self._writer:
       self._writer.release()
+      if exc_type is not None:
+        self._remove_temporary()
 
 
 class FolderOutput:
@@ -337,18 +462,62 @@ class FolderOutput:
     pass
 
 
-def write_json(path, data):
-  """`data` as JSON at `path`, whole or not at all: a temporary file renamed
-  over it, removed if anything fails."""
-  temporary = f'{path}.tmp'
-  try:
-    with open(temporary, 'w', encoding='utf-8') as f:
-      json.dump(data, f)
-    os.replace(temporary, path)
-  except BaseException:
+class JsonOutput:
+  """A JSON document streamed to `path` record by record, so a long session
+  holds one frame in memory, not all of them: `header` (a dict) first, then
+  each `write(record)` into the list under `key`, then `save(footer)` closes
+  it with the footer's keys and renames the temporary file (`path`.tmp) over
+  `path`: the file at `path` is whole or not there. A write that fails (a
+  full disk) is kept and raised by `save`; the frames go on for the other
+  outputs. Leaving `with` unsaved removes the temporary file.
+  """
+
+  def __init__(self, path, header, key):
+    self.path, self._temporary = path, f'{path}.tmp'
+    self._error, self._count, self._saved = None, 0, False
+    self._file = open(self._temporary, 'w', encoding='utf-8')
+    self._put(json.dumps(header)[:-1] + (', ' if header else '') +
+              f'{json.dumps(key)}: [')
+
+  def _put(self, text):
+    if self._error is None:
+      try:
+        self._file.write(text)
+      except OSError as e:
+        self._error = e
+
+  def write(self, record):
+    # Serialised whole before writing: a record that cannot be serialised
+    # raises here and leaves no half of itself in the file.
+    text = json.dumps(record)
+    self._put((', ' if self._count else '') + text)
+    self._count += 1
+
+  def save(self, footer):
+    """Closes the list and the document with `footer`'s keys; renames."""
+    self._put(']' + ''.join(f', {json.dumps(k)}: {json.dumps(v)}'
+                            for k, v in footer.items()) + '}')
+    try:
+      self._file.close()
+      if self._error is not None:
+        raise self._error
+      os.replace(self._temporary, self.path)
+      self._saved = True
+    except BaseException:
+      self._discard()
+      raise
+
+  def _discard(self):
+    self._file.close()
     with contextlib.suppress(FileNotFoundError):
-      os.remove(temporary)
-    raise
+      os.remove(self._temporary)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc_info):
+    if not self._saved:
+      self._discard()
 
 
 class Window:

@@ -56,9 +56,18 @@ def frame_record(index, time, image, size, faces):
           'faces': [face.as_dict() for face in faces]}
 
 
-def document(settings, frames, skipped=()):
-  """The whole JSON: header, `settings` (a dict), frame records, skipped
-  files."""
+# The document is streamed (media.JsonOutput): the header, then the frame
+# records one by one under FRAMES, then the footer.
+FRAMES = 'frames'
+
+
+def header(settings):
+  """What comes before the frames: format, conventions, legend and
+  `settings` (a dict)."""
   return {'format': FORMAT, 'format_version': FORMAT_VERSION,
-          'conventions': CONVENTIONS, 'legend': LEGEND, 'settings': settings,
-          'frames': list(frames), 'skipped': list(skipped)}
+          'conventions': CONVENTIONS, 'legend': LEGEND, 'settings': settings}
+
+
+def footer(skipped=()):
+  """What comes after the frames: the skipped files."""
+  return {'skipped': list(skipped)}

@@ -237,9 +237,7 @@ def test_one_failed_output_loses_not_the_other(setup, tmp_path, monkeypatch,
   output, landmarks = str(tmp_path / 'out.png'), str(tmp_path / 'lm.json')
   monkeypatch.setattr(cv2, 'imwrite', lambda *_: False)
   if json_fails:
-    def disk_full(*_):
-      raise OSError('No space left on device')
-    monkeypatch.setattr(media, 'write_json', disk_full)
+    monkeypatch.setattr(media, 'open', _full_disk, raising=False)
   logged = []
   with pytest.raises(WebcamError, match='--output=.*not written') as error:
     _run(setup, setup['photo'], output=output, json=landmarks,
@@ -255,12 +253,36 @@ def test_one_failed_output_loses_not_the_other(setup, tmp_path, monkeypatch,
     assert os.listdir(tmp_path) == ['lm.json']
 
 
+def _full_disk(path, *args, **kwargs):
+  """open() for files whose writes fail as on a full disk."""
+  opened = open(path, *args, **kwargs)  # pylint: disable=unspecified-encoding
+
+  class Full:
+    def write(self, text):
+      del text
+      raise OSError('No space left on device')
+
+    def close(self):
+      opened.close()
+
+  return Full()
+
+
+def _json_output(path, records):
+  with media.JsonOutput(str(path), {'format': 'x'}, 'frames') as output:
+    for record in records:
+      output.write(record)
+    output.save({'skipped': []})
+
+
 def test_json_is_written_whole_or_not_at_all(tmp_path):
   path = tmp_path / 'lm.json'
-  media.write_json(str(path), {'frames': [1]})
+  _json_output(path, [1, {'a': [2]}])
+  assert _read_json(path) == {'format': 'x', 'frames': [1, {'a': [2]}],
+                              'skipped': []}
   with pytest.raises(TypeError):
-    media.write_json(str(path), {'frames': [object()]})
-  assert _read_json(path) == {'frames': [1]}
+    _json_output(path, [3, object()])
+  assert _read_json(path)['frames'] == [1, {'a': [2]}]
   assert os.listdir(tmp_path) == ['lm.json']
 
 
@@ -333,7 +355,8 @@ def test_a_folder_recursively_in_relative_path_order(photos, tmp_path):
   assert summary['skipped'] == 1 and summary['fps'] is None
   warnings = [line for line in logged if line.startswith('Warning')]
   assert warnings == [f'Warning: skipped {photos / "sub" / "broken.jpg"}: '
-                      'OpenCV cannot read this image']
+                      'OpenCV cannot read this image (not an image, damaged, '
+                      'or in a format this OpenCV lacks)']
   assert '4 images, 4 with faces, 1 unreadable skipped' in logged[-1]
   document = _read_json(landmarks)
   assert document['skipped'] == ['sub/broken.jpg']
