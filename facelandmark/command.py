@@ -73,12 +73,15 @@ class WebcamConfig:
                        'faces (see --detect_every). Off: detect every frame.')
   detect_every: int = option(10, 'Tracking: run the detector every this many '
                              'frames (and whenever a face looks lost).')
-  smoothing: bool = option(False, 'Video and camera: One Euro filter on each '
-                           "face's points across frames.")
-  min_cutoff: float = option(1.0, 'Smoothing: cutoff (Hz) of still points; '
-                             'lower is smoother; above 0.')
-  beta: float = option(0.05, 'Smoothing: cutoff rise per pixel/s of speed; '
-                       'higher lags less; 0 or more.')
+  smoothing: bool = option(True, 'Video and camera: One Euro filter on each '
+                           "face's points across frames (restarted when "
+                           'the face changes).')
+  min_cutoff: float = option(smoothing_lib.MIN_CUTOFF, 'Smoothing: cutoff '
+                             '(Hz) of still points; lower is smoother; above '
+                             '0.')
+  beta: float = option(smoothing_lib.BETA, 'Smoothing: cutoff rise (Hz) per '
+                       'face size per second of speed; higher lags less; 0 '
+                       'or more.')
   num_threads: Optional[int] = option(None, 'TF Lite interpreter threads (1 '
                                       'or more; default: its own choice).')
   max_frames: Optional[int] = option(None, 'Stop after this many frames or '

@@ -8,10 +8,20 @@ after its first pass (landmarker.py: `settled`).
 The detector runs to find faces: on frames without tracks, every
 `detect_every` frames, and on a frame where a track looks lost
 (`looks_lost`: its landmark box changed size or place too much in one
-frame, or is leaving the frame). When it runs, tracks and detections are
-paired by IoU (`associate`): a track no detection overlaps ends; a lost
-track that a detection overlaps starts again from the detection's box,
-keeping its id; a detection no track overlaps starts a new track.
+frame, or is leaving the frame). The landmarker, not the detector, says
+when a face is gone: a followed face the detector misses is kept (BlazeFace
+misses faces it saw a frame before, at some positions and poses), and a
+track ends only when it looks lost and no detection takes it up.
+
+Detections are paired with tracks by the landmark boxes they produce
+(`associate` on IoU), not by their own boxes: a detector's box frames a
+face differently from its landmarks (a full-frame box hardly overlaps its
+face), so a detection that overlaps no followed face by its own box is
+landmarked first. A detection taken up by no track gets the id of a track
+that ended within RECALL_FRAMES frames near where it now is, else a new id.
+
+A cut (the whole frame changes: `Cuts`) ends every track, and ids are not
+recalled across it: the next shot's faces are new faces.
 
 With `follow=False` every frame's landmarks come from that frame's
 detections, and the tracks only carry the ids.
@@ -20,6 +30,7 @@ detections, and the tracks only carry the ids.
 import dataclasses
 import itertools
 
+import cv2
 import numpy as np
 
 from facelandmark import detectors
@@ -38,6 +49,18 @@ MAX_JUMP = 0.5
 # leaving it: the detector decides. (The shipped model keeps its points in the
 # frame and shrinks them as a face leaves, so this rarely comes first.)
 MIN_INSIDE = 0.5
+# A face that comes back within this many frames (2 s at 30 frames/s),
+# overlapping where its track ended (RECALL_IOU), gets its old id.
+RECALL_FRAMES = 60
+RECALL_IOU = 0.3
+# A cut: the mean absolute difference of consecutive frames' 32x32 grey
+# thumbnails above this many grey levels. Measured on 640x480 clips of the
+# bundled photo with camera noise: still 0.1, drifting 0.5, an 8 px step 14,
+# the whole frame panning 20 px a frame 30; 39 consecutive AFW photos (cuts)
+# 36 or more, median 73. A cut missed here is still caught by the smoother's
+# shape test (smoothing.py); a false one costs new ids.
+CUT_DIFFERENCE = 32.0
+THUMBNAIL = (32, 32)
 
 
 def box_sizes(boxes):
@@ -83,11 +106,32 @@ def associate(track_boxes, detected_boxes, min_iou=detectors.MATCH_IOU):
   return matches, new
 
 
+class Cuts:
+  """Tells cuts in a stream of BGR frames: `cuts(frame)` is True when
+  `frame` is a different shot from the one before (CUT_DIFFERENCE)."""
+
+  def __init__(self, threshold=CUT_DIFFERENCE):
+    self.threshold, self._previous = threshold, None
+    self.difference = 0.0  # the last frame's, in grey levels
+
+  def __call__(self, frame):
+    grey = frame if frame.ndim == 2 else cv2.cvtColor(frame,
+                                                      cv2.COLOR_BGR2GRAY)
+    small = cv2.resize(grey, THUMBNAIL,
+                       interpolation=cv2.INTER_AREA).astype(np.float32)
+    previous, self._previous = self._previous, small
+    if previous is None:
+      return False
+    self.difference = float(np.mean(np.abs(small - previous)))
+    return self.difference > self.threshold
+
+
 @dataclasses.dataclass
 class Track:
   id: int
   box: np.ndarray  # where to look in the next frame
   score: float     # the detector's, when it last saw the face
+  ended: int = -1  # the frame it ended on (a recallable track)
 
 
 class Tracker:
@@ -95,25 +139,37 @@ class Tracker:
 
   Attributes:
     tracks: the faces followed into the next frame, in id order.
+    ended: tracks that ended in the last RECALL_FRAMES frames (their box is
+      where they were last seen), whose ids a face there takes back.
     detections: how many frames the detector ran on.
+    cut: whether the last frame was a cut (Cuts).
   """
 
-  def __init__(self, finder, detect_every=10, follow=True):
+  def __init__(self, finder, detect_every=10, follow=True,
+               cuts=CUT_DIFFERENCE):
     """`finder`: a finder.py FaceFinder (its `detect` and `landmarks`
     are used); `detect_every`: frames between detector runs while faces are
     followed; `follow`: take each frame's boxes from the last landmarks
-    (False: from the detector, every frame)."""
+    (False: from the detector, every frame); `cuts`: Cuts' threshold (None:
+    no cut test)."""
     if detect_every < 1:
       raise ValueError(f'detect_every must be at least 1, got {detect_every}')
     self.finder, self.detect_every, self.follow = finder, detect_every, follow
-    self.tracks = []
+    self.tracks, self.ended = [], []
     self.detections = 0
+    self.cut = False
+    self._cuts = None if cuts is None else Cuts(cuts)
     self._ids = itertools.count()
     self._frame = self._last_detection = 0
 
   def step(self, frame):
     """The faces in BGR uint8 `frame`, in id order: [finder.Face]."""
     rgb = finder_lib.as_rgb(frame, bgr=True)
+    self.cut = bool(self._cuts and self._cuts(frame))
+    if self.cut:  # A new shot: its faces are new faces.
+      self.tracks, self.ended = [], []
+    self.ended = [t for t in self.ended
+                  if self._frame - t.ended <= RECALL_FRAMES]
     boxes = np.array([track.box for track in self.tracks]).reshape(-1, 4)
     if self.follow and self.tracks:
       landmarks = self.finder.landmarks(rgb, boxes)
@@ -125,39 +181,55 @@ class Tracker:
     found = list(zip(self.tracks, boxes, landmarks))
     if self._detection_due(any(lost)):
       found = self._detect(frame, rgb, found, lost)
+    faces = self._update(found, frame.shape[:2])
     self._frame += 1
-    return self._update(found, frame.shape[:2])
+    return faces
 
   def _detection_due(self, any_lost):
     return (not self.follow or not self.tracks or any_lost or
             self._frame - self._last_detection >= self.detect_every)
 
   def _detect(self, frame, rgb, found, lost):
-    """`found` checked against the detector: matched followed faces kept,
-    matched lost ones and new faces landmarked on their detection boxes."""
+    """`found` checked against the detector: followed faces kept whether it
+    sees them or not; lost ones taken up by a detection's landmarks (else
+    ended); detections no track takes up landmarked as faces, with a
+    recalled or new id."""
     detected = self.finder.detect(frame)
     self.detections += 1
     self._last_detection = self._frame
-    # A followed face is where its new landmarks are; a lost one was last
-    # seen where it was looked for.
-    where = [box if is_lost else geometry.landmark_box(points)
-             for (_, box, points), is_lost in zip(found, lost)]
-    matches, new = associate(np.reshape(where, (-1, 4)), detected.boxes)
-    kept, seeds = [], []
-    for (track, box, points), d, is_lost in zip(found, matches, lost):
-      if d < 0:
-        continue
-      track.score = float(detected.scores[d])
-      if is_lost:
-        seeds.append((track, d))
-      else:
-        kept.append((track, box, points))
-    seeds += [(Track(next(self._ids), None, float(detected.scores[d])), d)
-              for d in new]
-    seed_boxes = detected.boxes[[d for _, d in seeds]].reshape(-1, 4)
-    seeded = self.finder.landmarks(rgb, seed_boxes) if seeds else []
-    return kept + [(track, box, points) for (track, _), box, points
-                   in zip(seeds, seed_boxes, seeded)]
+    kept = [f for f, is_lost in zip(found, lost) if not is_lost]
+    waiting = [track for (track, _, _), is_lost in zip(found, lost)
+               if is_lost]
+    # A detection whose own box overlaps a followed face is that face.
+    followed = np.reshape([geometry.landmark_box(p) for _, _, p in kept],
+                          (-1, 4))
+    matches, rest = associate(followed, detected.boxes)
+    for (track, _, _), d in zip(kept, matches):
+      if d >= 0:
+        track.score = float(detected.scores[d])
+    # The others, by the landmark boxes they produce: a followed face's
+    # (a second box on it), a lost track's, a recently ended one's.
+    seeds = detected.boxes[rest].reshape(-1, 4)
+    seeded = (self.finder.landmarks(rgb, seeds) if len(seeds) else
+              np.zeros((0, geometry.NUM_LANDMARKS, 2)))
+    produced = np.reshape([geometry.landmark_box(p) for p in seeded], (-1, 4))
+    duplicate, _ = associate(produced, followed)
+    fresh = [k for k in range(len(seeds)) if duplicate[k] < 0]
+    claimants = waiting + self.ended
+    taken, _ = associate(np.reshape([t.box for t in claimants], (-1, 4)),
+                         produced[fresh], RECALL_IOU)
+    owner = {fresh[d]: track for track, d in zip(claimants, taken) if d >= 0}
+    back = {track.id for track in owner.values()}
+    self.ended = [t for t in self.ended if t.id not in back]
+    for track in waiting:  # Lost, and no detection took it up: ended.
+      if track.id not in back:
+        track.ended = self._frame
+        self.ended.append(track)
+    for k in fresh:
+      track = owner.get(k) or Track(next(self._ids), None, 0.0)
+      track.score = float(detected.scores[rest[k]])
+      kept.append((track, seeds[k], seeded[k]))
+    return kept
 
   def _update(self, found, image_size):
     """Faces of `found`; tracks moved to their landmark boxes."""
@@ -169,4 +241,7 @@ class Tracker:
       # Landmarker refuses it).
       if inside_share(track.box, image_size) > 0:
         self.tracks.append(track)
+      else:
+        track.ended = self._frame
+        self.ended.append(track)
     return faces

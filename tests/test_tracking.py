@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from facelandmark import blazeface
 from facelandmark import detectors
 from facelandmark import finder as finder_lib
 from facelandmark import smoothing
@@ -35,30 +36,40 @@ def _box(x, y, size=100.0):
 class Scene:
   """A stand-in FaceFinder over scripted face boxes (`faces`, set per
   frame): the detector reports those at least half in the frame (unless
-  `missed`); the landmarker finds the face its box overlaps most, and on no
+  `missed`), or with `full_frame` the whole frame; the landmarker finds the
+  face with most of itself in its box (the one it overlaps most), and on no
   face collapses to the middle third of its box, as the shipped model does
   on background."""
 
-  def __init__(self, *faces):
+  def __init__(self, *faces, full_frame=False):
     self.faces, self.missed, self.calls = list(faces), False, 0
+    self.full_frame = full_frame
 
   def detect(self, frame):
     del frame
     self.calls += 1
-    boxes = np.reshape([b for b in self.faces if not self.missed and
-                        tracking.inside_share(b, (HEIGHT, WIDTH)) >= 0.5],
-                       (-1, 4))
+    if self.full_frame:
+      boxes = np.array([[0.0, 0.0, WIDTH, HEIGHT]])
+    else:
+      boxes = np.reshape([b for b in self.faces if not self.missed and
+                          tracking.inside_share(b, (HEIGHT, WIDTH)) >= 0.5],
+                         (-1, 4))
     return detectors.Detections(boxes.astype(np.float64),
                                 np.full(len(boxes), 0.9))
 
   def landmarks(self, rgb, boxes):
     del rgb
-    faces = np.reshape(self.faces, (-1, 4))
+    faces = np.reshape(self.faces, (-1, 4)).astype(np.float64)
     found = []
     for box in boxes:
-      match = detectors.match(faces, [box], 0.1)[0]
-      found.append(_in_box(faces[match] if match >= 0 else
-                           geometry.square_around(box, 1 / 3)))
+      low, high = np.maximum(faces[:, :2], box[:2]), np.minimum(faces[:, 2:],
+                                                                box[2:])
+      inside = np.prod(np.maximum(high - low, 0), axis=1) / np.prod(
+          faces[:, 2:] - faces[:, :2], axis=1)
+      iou = blazeface.pairwise_iou(faces, np.reshape(box, (1, 4)))[:, 0]
+      best = np.argmax(np.where(inside >= 0.5, iou, -1)) if len(faces) else 0
+      found.append(_in_box(faces[best]) if len(faces) and inside[best] >= 0.5
+                   else _in_box(geometry.square_around(box, 1 / 3)))
     return np.array(found).reshape(-1, 68, 2)
 
 
@@ -137,7 +148,7 @@ def test_a_second_face_gets_a_new_id_when_the_detector_next_runs():
   assert scene.calls == 2
 
 
-def test_a_face_that_vanishes_ends_its_track_at_once():
+def test_a_face_that_vanishes_ends_its_track_and_gets_its_id_back():
   scene = Scene(_box(100, 100))
   tracker = tracking.Tracker(scene, detect_every=10)
   assert _ids(tracker.step(_frame())) == [0]
@@ -145,10 +156,21 @@ def test_a_face_that_vanishes_ends_its_track_at_once():
   # Its landmarks collapse: lost, so the detector runs now, finds nothing.
   assert tracker.step(_frame()) == [] and tracker.tracks == []
   assert scene.calls == 2
-  # Without tracks it looks on every frame; a face back is a new track.
+  # Without tracks it looks on every frame; a face back near where it left
+  # is the same face.
   tracker.step(_frame())
-  scene.faces = [_box(100, 100)]
-  assert _ids(tracker.step(_frame())) == [1] and scene.calls == 4
+  scene.faces = [_box(110, 105)]
+  assert _ids(tracker.step(_frame())) == [0] and scene.calls == 4
+  # Gone again; back elsewhere, or after RECALL_FRAMES: a new face.
+  scene.faces = []
+  tracker.step(_frame())
+  scene.faces = [_box(400, 300)]
+  assert _ids(tracker.step(_frame())) == [1]
+  scene.faces = []
+  for _ in range(tracking.RECALL_FRAMES + 1):
+    tracker.step(_frame())
+  scene.faces = [_box(110, 105)]
+  assert _ids(tracker.step(_frame())) == [2]
 
 
 def test_a_face_leaving_the_frame_ends_its_track():
@@ -172,15 +194,58 @@ def test_a_lost_track_a_detection_overlaps_keeps_its_id():
   np.testing.assert_allclose(face.box, scene.faces[0])  # From the detection.
 
 
-def test_a_track_no_detection_overlaps_ends():
+def test_a_followed_face_survives_detector_misses():
   scene = Scene(_box(100, 100))
   tracker = tracking.Tracker(scene, detect_every=3)
-  for _ in range(3):
-    assert _ids(tracker.step(_frame())) == [0]
+  assert _ids(tracker.step(_frame())) == [0]
   scene.missed = True
-  assert tracker.step(_frame()) == []
+  for k in range(12):  # The detector runs 4 times and never sees it.
+    scene.faces = [_box(100 + 2 * k, 100)]
+    (face,) = tracker.step(_frame())
+    assert face.id == 0
+    np.testing.assert_allclose(geometry.landmark_box(face.landmarks),
+                               scene.faces[0])
+  assert scene.calls == 5
   scene.missed = False
-  assert _ids(tracker.step(_frame())) == [1]
+  assert _ids(tracker.step(_frame())) == [0]
+
+
+@pytest.mark.parametrize('follow', [True, False])
+def test_full_frame_boxes_associate_by_the_landmarks_they_produce(follow):
+  scene = Scene(_box(100, 100), full_frame=True)
+  tracker = tracking.Tracker(scene, detect_every=2, follow=follow)
+  for k in range(8):
+    scene.faces = [_box(100 + 3 * k, 100)]
+    (face,) = tracker.step(_frame())
+    assert face.id == 0
+    np.testing.assert_allclose(geometry.landmark_box(face.landmarks),
+                               scene.faces[0])
+  assert scene.calls == (4 if follow else 8)
+
+
+def test_a_cut_ends_every_track():
+  scene = Scene(_box(100, 100))
+  tracker = tracking.Tracker(scene, detect_every=10)
+  rng = np.random.default_rng(0)
+  shot = cv2.resize(cv2.imread(PHOTO), (WIDTH, HEIGHT))
+  noisy = lambda image: np.clip(image + rng.normal(0, 3, image.shape), 0,
+                                255).astype(np.uint8)
+  for _ in range(3):
+    assert _ids(tracker.step(noisy(shot))) == [0] and not tracker.cut
+  # Another shot, a face at the same place: another face.
+  assert _ids(tracker.step(noisy(shot[::-1]))) == [1] and tracker.cut
+  assert scene.calls == 2
+
+
+def test_cuts_tell_shots_apart_not_motion_or_noise():
+  rng = np.random.default_rng(0)
+  photo = cv2.resize(cv2.imread(PHOTO), (WIDTH, HEIGHT))
+  cuts = tracking.Cuts()
+  assert not cuts(photo)
+  for k in range(1, 10):  # Moving 6 px a frame, with camera noise.
+    moved = np.roll(photo, 6 * k, axis=1) + rng.normal(0, 3, photo.shape)
+    assert not cuts(np.clip(moved, 0, 255).astype(np.uint8))
+  assert cuts(cv2.flip(photo, 0))
 
 
 def test_without_following_every_frame_is_detected_and_ids_kept():
@@ -278,3 +343,57 @@ def test_shipped_landmarker_followed_across_moving_copies(photo_scene):
   detect.corners = []
   assert tracker.step(make_frame()) == [] and tracker.tracks == []
   assert detect.calls == 4
+
+
+# Smoothing that never blends two faces and never lags.
+
+ANOTHER = np.vstack([[0, 0], [1, 1], np.random.default_rng(1).uniform(
+    0, 1, (66, 2))])
+
+
+def _smoothed_run(smoother, frames, scale=1.0):
+  """Smoothed points of one face (id 0) for [F, 68, 2] `frames` at 30/s."""
+  return np.array([smoother([finder_lib.Face(None, 1.0, points * scale,
+                                             id=0)], k / 30)[0].landmarks
+                   for k, points in enumerate(frames)])
+
+
+def test_the_filter_restarts_when_another_face_takes_the_place():
+  rng = np.random.default_rng(0)
+  box = _box(200, 100, 150)
+  first = [_in_box(box) + rng.normal(0, 0.5, (68, 2)) for _ in range(20)]
+  other = box[:2] + ANOTHER * (box[2:] - box[:2])
+  smoother = smoothing.FaceSmoother()
+  out = _smoothed_run(smoother, first + [other, other])
+  # The new face's points at once, nothing of the old face's.
+  np.testing.assert_array_equal(out[20], other)
+  assert smoother.resets == 1
+  # Noise alone never restarts it.
+  assert smoothing.shape_jump(first[0], first[1]) < smoothing.SHAPE_JUMP / 3
+
+
+def test_defaults_hold_a_still_face_and_follow_a_step_within_two_frames():
+  rng = np.random.default_rng(0)
+  face = _in_box(_box(200, 100, 150))
+  eyes = np.linalg.norm(face[36] - face[45])  # any fixed length will do
+  steps = np.zeros((60, 1, 2))
+  steps[30:] = [8.0, 0.0]
+  raw = face + steps + rng.normal(0, 0.6, (60, 68, 2))
+  out = _smoothed_run(smoothing.FaceSmoother(), raw)
+
+  def jitter(points):
+    return np.sqrt(np.mean(np.sum(np.diff(points[5:30], axis=0)**2,
+                                  axis=2)) / 2) / eyes
+
+  assert jitter(out) < jitter(raw) / 3
+  moved = (out[30:, :, 0] - face[:, 0]).mean(axis=1)
+  assert moved[1] >= 0.9 * 8  # 90% of the step by the second frame
+
+
+def test_smoothing_is_the_same_at_any_resolution():
+  rng = np.random.default_rng(0)
+  frames = _in_box(_box(100, 100, 80)) + np.cumsum(rng.normal(
+      0, 1, (30, 68, 2)), axis=0)
+  small = _smoothed_run(smoothing.FaceSmoother(), frames)
+  large = _smoothed_run(smoothing.FaceSmoother(), frames, scale=4.0)
+  np.testing.assert_allclose(large, 4 * small, rtol=1e-9)
