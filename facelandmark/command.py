@@ -59,9 +59,13 @@ class WebcamConfig:
                                'JSON.')
   headless: bool = option(False, 'No window (servers, '
                           'opencv-python-headless).')
-  detector: str = option(detectors.DEFAULT_DETECTOR, 'blazeface: '
-                         "MediaPipe's short-range BlazeFace; blazeface_full: "
-                         "its full-range model (small faces); haar: OpenCV's "
+  detector: str = option(detectors.DEFAULT_DETECTOR, 'auto: '
+                         f'{detectors.PHOTO_DETECTOR} for photos and folders, '
+                         f'{detectors.VIDEO_DETECTOR} for video and camera; '
+                         "blazeface: MediaPipe's short-range BlazeFace "
+                         '(webcams, portraits); blazeface_full: its '
+                         'full-range model (small faces); blazeface_both: '
+                         "both, merged (crowds and portraits); haar: OpenCV's "
                          'cascade; full_frame: each frame is one face box.',
                          detectors.DETECTORS)
   refine: bool = option(False, "Rerun the landmarker on its landmarks' box "
@@ -178,11 +182,28 @@ def stop_signals_interrupt():
 def settings(config, finder, kind):
   """The JSON's 'settings': what produced it."""
   return {'source': config.source, 'source_kind': kind, 'model': config.model,
-          'model_file': finder.model_file, 'detector': config.detector,
+          'model_file': finder.model_file,
+          'detector': detectors.for_source(config.detector, kind),
           'refine': config.refine, 'pose': config.pose,
           'track': config.track and kind in FOLLOWED,
           'detect_every': config.detect_every,
           'smoothing': config.smoothing and kind in FOLLOWED}
+
+
+def detector_note(detector, source):
+  """What the detector may miss, said before the first frame."""
+  share = detectors.MIN_FACE_FOUND.get(detector)
+  if share is None:
+    return f'Detector: {detector}.'
+  where = ("a frame's" if source.kind in FOLLOWED else "a photo's")
+  pixels = (f', {share * min(source.size):.0f} px here,' if source.size
+            else '')
+  smaller = (f' (--detector={detectors.PHOTO_DETECTOR} finds faces down to '
+             f'{detectors.MIN_FACE_FOUND[detectors.PHOTO_DETECTOR]:.0%})'
+             if share > detectors.MIN_FACE_FOUND[detectors.PHOTO_DETECTOR]
+             else '')
+  return (f'Detector: {detector}; faces smaller than about {share:.0%} of '
+          f'{where} shorter side{pixels} may be missed{smaller}.')
 
 
 def faces_function(config, finder, kind):
@@ -291,10 +312,12 @@ def run(config, log=print):
       media.check_output(config.output, source)
     if config.json:
       media.check_writable(config.json, '--json')
-    finder = finder_lib.FaceFinder.load(config.model, config.detector,
+    detector = detectors.for_source(config.detector, source.kind)
+    finder = finder_lib.FaceFinder.load(config.model, detector,
                                         config.num_threads, config.refine)
     # Landmarker.load may pick a file inside a folder: name the one it used.
     log(f'Model: {finder.model_file} ({tflite.runtime()[1]})')
+    log(detector_note(detector, source))
     with (media.open_output(config.output, source) if config.output
           else contextlib.nullcontext()) as output, (
               media.JsonOutput(config.json, results.header(

@@ -3,9 +3,11 @@
 Boxes are [x0, y0, x1, y1] in corner coordinates: pixel (i, j) covers
 [i, i+1) x [j, j+1) (geometry.py).
 
-`blazeface` (the default) is MediaPipe's short-range BlazeFace, bundled
-(blazeface.py): webcams, portraits. `blazeface_full` is its full-range
-model: small faces in group photos, about 3 times slower. `haar` is OpenCV's
+`blazeface` is MediaPipe's short-range BlazeFace, bundled (blazeface.py):
+webcams, portraits; the default for video and camera. `blazeface_full` is
+its full-range model: small faces in group photos, about 3 times slower.
+`blazeface_both` runs both and keeps the union (`combine`): the default for
+photos (bench/bench_crowds.py). `haar` is OpenCV's
 frontal-face cascade (shipped inside OpenCV 4); `full_frame` takes each whole
 frame as the face box (videos or photos already cropped to one face). `haar`
 and `full_frame` have no confidence: their scores are 1.
@@ -24,8 +26,18 @@ import numpy as np
 from facelandmark import blazeface
 from facelandmark.errors import WebcamError
 
-DETECTORS = ('blazeface', 'blazeface_full', 'haar', 'full_frame')
-DEFAULT_DETECTOR = 'blazeface'
+DETECTORS = ('auto', 'blazeface', 'blazeface_full', 'blazeface_both', 'haar',
+             'full_frame')
+# 'auto': by source (`for_source`). Photos hold crowds and small faces; the
+# short-range model finds webcam faces as well at a third of the cost.
+PHOTO_DETECTOR = 'blazeface_both'
+VIDEO_DETECTOR = 'blazeface'
+DEFAULT_DETECTOR = 'auto'
+# The smallest face each BlazeFace found on the AFW group photos, as a share
+# of the photo's shorter side (bench/bench_crowds.py; haar's is its
+# `min_face`): smaller faces may be missed. full_frame's box is the frame.
+MIN_FACE_FOUND = {'blazeface': 0.10, 'blazeface_full': 0.05,
+                  'blazeface_both': 0.05, 'haar': 0.10, 'full_frame': None}
 HAAR_CASCADE = 'haarcascade_frontalface_default.xml'
 # A detection is the face whose tight landmark box it overlaps by this IoU.
 MATCH_IOU = 0.3
@@ -47,6 +59,50 @@ def blazeface_detector(model='short', min_face=0.0, num_threads=None):
     return Detections(faces.boxes, faces.scores)
 
   return detect
+
+
+# In a combination, short-range boxes smaller than this share of the image's
+# shorter side are left to the full-range model: small faces are its
+# strength, and there the short-range model draws boxes over neighbours.
+# Large faces are the short-range model's: the full-range one misses 4 of
+# 100 HELEN portraits (faces 0.3 to 0.7 of the shorter side). On AFW: 0 or
+# 0.15 keep one more face and one more merged box, 16 more other detections.
+SHORT_RANGE_MIN = 0.25
+
+
+def combine(short, full, image_side, iou=blazeface.NMS_IOU,
+            short_min=SHORT_RANGE_MIN):
+  """The union of two Detections on an image whose shorter side is
+  `image_side`: `full`'s, then each of `short`'s at least `short_min` of
+  that side that overlaps none of them by `iou` and holds no two of their
+  centres (one box over neighbours)."""
+  kept_boxes, kept_scores = [full.boxes], [full.scores]
+  centres = (full.boxes[:, :2] + full.boxes[:, 2:]) / 2
+  overlaps = blazeface.pairwise_iou(short.boxes, full.boxes)
+  sides = np.sqrt(np.prod(short.boxes[:, 2:] - short.boxes[:, :2], axis=1))
+  for box, score, overlap, side in zip(short.boxes, short.scores, overlaps,
+                                       sides):
+    inside = np.all((centres >= box[:2]) & (centres <= box[2:]), axis=1)
+    if (side >= short_min * image_side and not np.any(overlap >= iou) and
+        inside.sum() < 2):
+      kept_boxes.append(box[None])
+      kept_scores.append([score])
+  return Detections(np.concatenate(kept_boxes).reshape(-1, 4),
+                    np.concatenate(kept_scores).astype(np.float64))
+
+
+def combined_detector(num_threads=None):
+  short = blazeface_detector('short', num_threads=num_threads)
+  full = blazeface_detector('full', num_threads=num_threads)
+  return lambda frame: combine(short(frame), full(frame), min(frame.shape[:2]))
+
+
+def for_source(name, kind):
+  """The detector `name` means for a source of `kind` ('image', 'folder',
+  'video', 'camera'): 'auto' is PHOTO_DETECTOR or VIDEO_DETECTOR."""
+  if name != 'auto':
+    return name
+  return VIDEO_DETECTOR if kind in ('video', 'camera') else PHOTO_DETECTOR
 
 
 def haar_detector(min_face=0.1):
@@ -94,11 +150,14 @@ def make_detector(name, num_threads=None):
     return blazeface_detector('short', num_threads=num_threads)
   if name == 'blazeface_full':
     return blazeface_detector('full', num_threads=num_threads)
+  if name == 'blazeface_both':
+    return combined_detector(num_threads)
   if name == 'haar':
     return haar_detector()
   if name == 'full_frame':
     return full_frame_detector
-  raise WebcamError(f'--detector must be one of {DETECTORS}, got {name!r}')
+  raise WebcamError(f'--detector must be one of {DETECTORS} (auto: by source, '
+                    f'for_source), got {name!r}')
 
 
 def left_to_right(detections):

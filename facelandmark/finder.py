@@ -126,7 +126,7 @@ class FaceFinder:
 
   @classmethod
   def load(cls, model: str = landmarker_lib.SHIPPED_MODEL,
-           detector: str = detectors.DEFAULT_DETECTOR,
+           detector: str = detectors.PHOTO_DETECTOR,
            num_threads: Optional[int] = None,
            refine: bool = False) -> 'FaceFinder':
     """`model` as Landmarker.load takes it (default: the shipped model);

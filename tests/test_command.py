@@ -316,3 +316,26 @@ def test_a_video_declaring_1000_fps_is_timed_at_a_camera_rate(tmp_path):
   assert [frame[0, 0, 0] for *_, frame in frames] == pytest.approx(
       [20 * k for k in range(12)], abs=8)
   np.testing.assert_allclose([t for _, t, *_ in frames], np.arange(12) / 30)
+
+
+# Detectors by source.
+
+
+def test_photos_default_to_the_crowd_detector_and_say_what_it_misses(
+    clip, tmp_path):
+  logged, landmarks = [], tmp_path / 'faces.json'
+  command.run(command.WebcamConfig(source=PHOTO, json=str(landmarks),
+                                   headless=True, num_threads=1),
+              log=logged.append)
+  assert _read_json(landmarks)['settings']['detector'] == 'blazeface_both'
+  assert ("Detector: blazeface_both; faces smaller than about 5% of a "
+          "photo's shorter side, 26 px here, may be missed.") in logged
+  logged.clear()
+  command.run(command.WebcamConfig(source=clip, json=str(landmarks),
+                                   headless=True, num_threads=1,
+                                   max_frames=2), log=logged.append)
+  assert _read_json(landmarks)['settings']['detector'] == 'blazeface'
+  assert any(line.startswith("Detector: blazeface; faces smaller than about "
+                             "10% of a frame's shorter side, 16 px here, may "
+                             "be missed (--detector=blazeface_both")
+             for line in logged)

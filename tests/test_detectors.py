@@ -236,9 +236,9 @@ def test_huge_image_is_shrunk_first(photo, models, reference):
 
 
 def test_detectors_return_boxes_and_scores(photo):
-  assert detectors.DETECTORS[0] == detectors.DEFAULT_DETECTOR == 'blazeface'
+  assert detectors.DETECTORS[0] == detectors.DEFAULT_DETECTOR == 'auto'
   frame = np.ascontiguousarray(photo[..., ::-1])
-  for name in ('blazeface', 'blazeface_full', 'full_frame'):
+  for name in ('blazeface', 'blazeface_full', 'blazeface_both', 'full_frame'):
     found = detectors.make_detector(name, num_threads=1)(frame)
     assert isinstance(found, detectors.Detections)
     assert found.boxes.shape == (1, 4) and found.scores.shape == (1,), name
@@ -284,3 +284,34 @@ def test_box_statistics():
       np.std([np.log(1.4), np.log(0.5)])])
   assert np.isnan(detectors.box_statistics(np.zeros((0, 4)),
                                            np.zeros((0, 4)))['y'][0])
+
+
+# Crowds: the photo default.
+
+
+def _boxes(*boxes):
+  boxes = np.array(boxes, np.float64).reshape(-1, 4)
+  return detectors.Detections(boxes, np.full(len(boxes), 0.9))
+
+
+def test_combine_keeps_full_range_and_the_large_faces_it_missed():
+  full = _boxes([100, 100, 140, 140], [150, 100, 190, 140])
+  short = _boxes(
+      [95, 95, 195, 145],     # one box over the two neighbours: dropped
+      [102, 101, 141, 142],   # a face full range has: dropped
+      [400, 100, 700, 400],   # a large face full range missed: kept
+      [300, 300, 360, 360])   # small (60 < 0.25 * 480): full range's domain
+  boxes, scores = detectors.combine(short, full, image_side=480)
+  np.testing.assert_array_equal(boxes, [[100, 100, 140, 140],
+                                        [150, 100, 190, 140],
+                                        [400, 100, 700, 400]])
+  assert scores.shape == (3,)
+
+
+@pytest.mark.parametrize('kind, detector', [
+    ('image', 'blazeface_both'), ('folder', 'blazeface_both'),
+    ('video', 'blazeface'), ('camera', 'blazeface')])
+def test_auto_picks_by_source(kind, detector):
+  assert detectors.for_source('auto', kind) == detector
+  assert detectors.for_source('haar', kind) == 'haar'
+
