@@ -4,17 +4,20 @@ folder of photos in; annotated frames and JSON out.
   facelandmark --source=photo.jpg --json=faces.json --headless
   python -m facelandmark --source=talk.mp4 --output=out.mp4 --pose --headless
 
-`run(WebcamConfig(...))` is the work; `main()` the entry point. Source,
-outputs, detector, window and model are checked before the first frame; at
-the end each output is written whatever happened to the other, and both are
-reported. Every source goes through one loop over media.Source's (index,
-time, name, frame).
+`run(WebcamConfig(...))` is the work; `main()` the entry point. Flags,
+source, outputs (never the source or each other), detector, window and
+model are checked before the first frame; at the end each output is written
+whatever happened to the other, and both are reported. Ctrl-C, SIGTERM and
+SIGHUP end the loop alike, keeping what was done. Every source goes through
+one loop over media.Source's (index, time, name, frame); each frame's JSON
+record is streamed out as it comes (media.JsonOutput).
 
-Photos (one, or each of a folder's) are independent: detector, then
-landmarks (finder.py). Video and camera frames are followed (tracking.py):
-each face keeps an id, its box comes from its last landmarks, and the
-detector runs every `detect_every` frames or when a track looks lost;
-`smoothing` applies a One Euro filter per face id. The JSON is results.py's.
+Photos (one, or each of a folder's) are independent: detector (by default
+the crowd detector, detectors.for_source), then landmarks (finder.py).
+Video and camera frames are followed (tracking.py): each face keeps an id,
+its box comes from its last landmarks, and the detector runs every
+`detect_every` frames or when a track looks lost; `smoothing` applies a One
+Euro filter per face id (smoothing.py). The JSON is results.py's.
 """
 
 import contextlib
