@@ -23,7 +23,9 @@ Measures, in % of the outer-eye distance (points 36 and 45):
     of the change of a point less the known shift, over sqrt(2) (for
     independent noise, its standard deviation);
   lag: on step N, the frames after the step until the points' mean
-    displacement reaches 90% of where that mode settles (0: at once);
+    displacement reaches 90% of where that mode settles (0: at once); on
+    pan, the mean point's largest distance behind the raw tracker's
+    (`RAMP`, the motion's start) over the pan's speed per frame;
   cut: on cut, the mean point error on the first frame of the second shot
     against where that mode settles on it, and the frames until under 2%;
   FPS: frames over the seconds spent in tracker, smoother or dlib (one
@@ -43,6 +45,7 @@ import numpy as np
 from bench import bench_inference
 from bench import timing
 from facelandmark import finder as finder_lib
+from facelandmark import geometry
 from facelandmark import smoothing
 from facelandmark import tracking
 from pipeline import sources
@@ -59,9 +62,9 @@ RECOVERED = 2.0  # % of the eye distance
 GOAL_JITTER, GOAL_LAG = 0.3, 2
 PHOTO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))), 'assets', 'eileen_collins_nasa.jpg')
-SWEEP_CUTOFFS = (0.3, 0.5, 1.0)
-SWEEP_BETAS = (5.0, 10.0, 20.0, 30.0, 50.0)
-SWEEP_D_CUTOFFS = (1.0, 3.0)
+SWEEP_CUTOFFS = (0.1, 0.3, 1.0)
+SWEEP_BETAS = (0.5, 2.0, 5.0, 20.0)
+SWEEP_D_CUTOFFS = (3.0,)
 # The settings before issue 18: beta per pixel/s, no reset, no cut test.
 OLD_CUTOFF, OLD_BETA = 1.0, 0.05
 
@@ -138,19 +141,24 @@ def our_mode(finder, follow, smoother_args, cuts=tracking.CUT_DIFFERENCE):
   return make
 
 
-def old_smoothing_mode(finder):
-  """Tracking with the filter as it was: beta per pixel/s, no reset on a
-  shape jump, no cut test."""
+def plain_one_euro_mode(finder, cutoff, beta, d_cutoff=1.0, per_size=False):
+  """Tracking with a One Euro filter on the points themselves, kept across
+  cuts and shape jumps (no cut test): the filter as it was before issue 18
+  (beta per pixel/s), or with beta per face size/s (`per_size`)."""
   def make():
     tracker = tracking.Tracker(finder, 10, cuts=None)
     filters = {}
 
     def faces(frame, t):
       found = tracker.step(frame)
-      filters_now = {f.id: filters.get(f.id) or smoothing.OneEuroFilter(
-          OLD_CUTOFF, OLD_BETA) for f in found}
+      made = {}
+      for face in found:
+        box = geometry.landmark_box(face.landmarks)
+        scale = tracking.box_sizes(box) if per_size else 1.0
+        made[face.id] = filters.get(face.id) or smoothing.OneEuroFilter(
+            cutoff, beta, d_cutoff, scale)
       filters.clear()
-      filters.update(filters_now)
+      filters.update(made)
       return [finder_lib.Face(f.box, f.score, filters[f.id](f.landmarks, t),
                               id=f.id) for f in found]
 
@@ -230,6 +238,18 @@ def lag(points):
   return float('nan')
 
 
+RAMP = slice(1, 40)
+
+
+def ramp_lag(points, raw, shifts):
+  """Frames the mean point falls behind `raw` at most as the pan starts."""
+  speed = np.linalg.norm(shifts[1] - shifts[0])
+  behind = [np.linalg.norm((points[k] - raw[k]).mean(axis=0))
+            for k in range(RAMP.start, RAMP.stop)
+            if points[k] is not None and raw[k] is not None]
+  return max(behind) / speed if behind else float('nan')
+
+
 def cut_recovery(points):
   """(error on the first frame after the cut, frames until under
   RECOVERED), in % of the eye distance of where the mode settles."""
@@ -244,16 +264,19 @@ def cut_recovery(points):
   return errors[0], (under[0] if under else float('nan'))
 
 
-def measure(make, photo_clips):
-  """{column: value} averaged over the photos' clips, with FPS."""
+def measure(make, photo_clips, raw_pans):
+  """{column: value} averaged over the photos' clips, with FPS; `raw_pans`:
+  the raw tracker's points on each photo's pan."""
   rows, frames, seconds = [], 0, 0.0
-  for clip_set in photo_clips:
+  for clip_set, raw_pan in zip(photo_clips, raw_pans):
     row = {}
     for name, (images, shifts) in clip_set.items():
       points, spent = run(make, images)
       frames, seconds = frames + len(images), seconds + spent
       if name in JITTER_CLIPS:
         row[f'jitter {name}'], row[f'used {name}'] = jitter(points, shifts)
+        if name == 'pan':
+          row['lag pan'] = ramp_lag(points, raw_pan, shifts)
       elif name.startswith('step'):
         row[f'lag {name}'] = lag(points)
       else:
@@ -280,12 +303,15 @@ def sweep(raw_clips):
         if name in JITTER_CLIPS:
           values.setdefault(f'jitter {name}', []).append(
               jitter(smoothed, shifts)[0])
+          if name == 'pan':
+            values.setdefault('lag pan', []).append(
+                ramp_lag(smoothed, points, shifts))
         elif name.startswith('step'):
           values.setdefault(f'lag {name}', []).append(lag(smoothed))
     means = {k: float(np.nanmean(v)) for k, v in values.items()}
     meets = (max(means['jitter still'], means['jitter drift']) <=
-             GOAL_JITTER and max(means[f'lag step {s}'] for s in STEPS)
-             <= GOAL_LAG)
+             GOAL_JITTER and max(means[f'lag step {s}'] for s in STEPS) <=
+             GOAL_LAG and means['lag pan'] <= GOAL_LAG)
     rows.append([f'{cutoff:g}', f'{beta:g}', f'{d_cutoff:g}'] + [
         f'{v:.3f}' if k.startswith('jitter') else f'{v:.1f}'
         for k, v in means.items()] + ['yes' if meets else ''])
@@ -307,19 +333,26 @@ def bench(data_dir=None, num_threads=1, dlib_model=None, log=print):
       ('detect every frame (--notrack), raw', our_mode(finder, False, None)),
       ('tracking, raw', our_mode(finder, True, None)),
       (f'tracking + old One Euro ({OLD_CUTOFF:g} Hz, beta {OLD_BETA:g}/px, '
-       'no cut test)', old_smoothing_mode(finder)),
+       'no cut test)', plain_one_euro_mode(finder, OLD_CUTOFF, OLD_BETA)),
+      ('tracking + One Euro on the points (0.3 Hz, beta 20/face size, '
+       'd_cutoff 3)', plain_one_euro_mode(finder, 0.3, 20.0, 3.0, True)),
       ('--notrack + smoothing defaults', our_mode(finder, False, defaults)),
-      (f'tracking + smoothing defaults ({smoothing.MIN_CUTOFF:g} Hz, beta '
-       f'{smoothing.BETA:g}/face size)', our_mode(finder, True, defaults)),
+      (f'tracking + smoothing defaults (centre alpha-beta '
+       f'{smoothing.CENTRE_GAIN:g}, shape {smoothing.MIN_CUTOFF:g} Hz, beta '
+       f'{smoothing.BETA:g})', our_mode(finder, True, defaults)),
   ]
   dlib_parts, why = bench_inference.load_dlib(dlib_model)
   if dlib_parts:
     modes.append(('dlib HOG + 68-point predictor, every frame',
                   dlib_mode(dlib_parts)))
+  raw = [{name: (run(our_mode(finder, True, None), images)[0], shifts)
+          for name, (images, shifts) in clip_set.items() if name != 'cut'}
+         for clip_set in photo_clips]
+  raw_pans = [clip_set['pan'][0] for clip_set in raw]
   header = None
   rows = []
   for label, make in modes:
-    values = measure(make, photo_clips)
+    values = measure(make, photo_clips, raw_pans)
     header = header or ['mode'] + list(values)
     rows.append([label] + [f'{v:.3f}' if k.startswith('jitter') else
                            f'{v:.0f}' if k.startswith('used') else
@@ -337,17 +370,14 @@ def bench(data_dir=None, num_threads=1, dlib_model=None, log=print):
       f'{num_threads} thread(s)', header, rows))
   if not dlib_parts:
     log(why)
-  raw = []
-  for clip_set in photo_clips:
-    raw.append({name: (run(our_mode(finder, True, None), images)[0], shifts)
-                for name, (images, shifts) in clip_set.items()
-                if name != 'cut'})
-  sweep_header = ['min_cutoff (Hz)', 'beta (/face size)', 'd_cutoff (Hz)'] + [
-      f'jitter {name}' for name in JITTER_CLIPS] + [f'lag step {s}' for s in STEPS] + [
-                      'meets the goal']
+  sweep_header = (['min_cutoff (Hz)', 'beta (/face size)', 'd_cutoff (Hz)'] +
+                  [f'jitter {name}' for name in JITTER_CLIPS] + ['lag pan'] +
+                  [f'lag step {s}' for s in STEPS] + ['meets the goal'])
   log('')
-  log(timing.table('One Euro settings on the tracker\'s raw points (same '
-                   'clips)', sweep_header, sweep(raw)))
+  log(timing.table(
+      'Shape One Euro settings (centre: alpha-beta gain '
+      f'{smoothing.CENTRE_GAIN:g}, gate {smoothing.GATE:g}) on the tracker\'s '
+      'raw points of the same clips', sweep_header, sweep(raw)))
 
 
 FLAGS = flags.FLAGS

@@ -80,15 +80,16 @@ class WebcamConfig:
                        'faces (see --detect_every). Off: detect every frame.')
   detect_every: int = option(10, 'Tracking: run the detector every this many '
                              'frames (and whenever a face looks lost).')
-  smoothing: bool = option(True, 'Video and camera: One Euro filter on each '
-                           "face's points across frames (restarted when "
-                           'the face changes).')
+  smoothing: bool = option(True, "Video and camera: each face's points "
+                           'filtered across frames (its centre at constant '
+                           'velocity, its shape by a One Euro filter; '
+                           'restarted when the face changes).')
   min_cutoff: float = option(smoothing_lib.MIN_CUTOFF, 'Smoothing: cutoff '
-                             '(Hz) of still points; lower is smoother; above '
+                             '(Hz) of a still shape; lower is smoother; above '
                              '0.')
-  beta: float = option(smoothing_lib.BETA, 'Smoothing: cutoff rise (Hz) per '
-                       'face size per second of speed; higher lags less; 0 '
-                       'or more.')
+  beta: float = option(smoothing_lib.BETA, 'Smoothing: shape cutoff rise '
+                       '(Hz) per face size per second of change; higher lags '
+                       'less; 0 or more.')
   num_threads: Optional[int] = option(None, 'TF Lite interpreter threads (1 '
                                       'or more; default: its own choice).')
   max_frames: Optional[int] = option(None, 'Stop after this many frames or '

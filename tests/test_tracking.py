@@ -397,3 +397,19 @@ def test_smoothing_is_the_same_at_any_resolution():
   small = _smoothed_run(smoothing.FaceSmoother(), frames)
   large = _smoothed_run(smoothing.FaceSmoother(), frames, scale=4.0)
   np.testing.assert_allclose(large, 4 * small, rtol=1e-9)
+
+
+def test_defaults_follow_a_drifting_face_without_lag_or_jitter():
+  rng = np.random.default_rng(0)
+  face = _in_box(_box(200, 100, 150))
+  drift = np.arange(90)[:, None, None] * np.array([0.5, 0.25])
+  raw = face + drift + rng.normal(0, 0.6, (90, 68, 2))
+  out = _smoothed_run(smoothing.FaceSmoother(), raw)
+  still = out - drift
+  steps = np.diff(still[30:], axis=0)
+  raw_steps = np.diff((raw - drift)[30:], axis=0)
+  # Drifting, the noise is still cut to under a third...
+  assert np.sqrt(np.mean(steps**2)) < np.sqrt(np.mean(raw_steps**2)) / 3
+  # ...and the face is where it is, not behind it (a pixel is 2 frames).
+  behind = np.linalg.norm((out - face - drift)[10:].mean(axis=1), axis=1)
+  assert behind.max() < 1.0
