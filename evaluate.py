@@ -6,9 +6,9 @@
 
 --data_dir is either prepared shards (a folder with manifest.json; --split
 defaults to val) or a raw 300-W folder in the dlib XML or .pts layout (--split
-is required: val, train or all, as `pipeline.prepare` splits it). Following 300-W, the model is given each face's
-tight ground-truth landmark box (--box=landmarks); --box=annotation gives it the
-box stored with the face instead (dlib's box in the XML layout).
+is required: val, train or all, as `pipeline.prepare` splits it). Following
+300-W, the model gets each face's tight ground-truth landmark box; --box=
+annotation gives it the box stored with the face (dlib's, in the XML layout).
 
 Groups: every subset present (e.g. afw, helen/trainset, ibug) and 300-W's common
 (lfpw/testset + helen/testset), challenging (ibug) and full (both) subsets when
