@@ -10,10 +10,9 @@ is required: val, train or all, as `pipeline.prepare` splits it). Following
 300-W, the model gets each face's tight ground-truth landmark box; --box=
 annotation gives it the box stored with the face (dlib's, in the XML layout).
 
-Groups: every subset present (e.g. afw, helen/trainset, ibug) and 300-W's common
-(lfpw/testset + helen/testset), challenging (ibug) and full (both) subsets when
-their faces are there. Writes report.json, ced.png and optional overlays/
-(evaluation/evaluate_lib.py).
+Groups: every subset present and 300-W's common (lfpw/testset + helen/testset),
+challenging (ibug) and full subsets when there. Writes report.json, ced.png and
+optional overlays/ (evaluation/evaluate_lib.py).
 
   python evaluate.py --data_dir=300W_PHOTOS --detector=blazeface --split=val
 
