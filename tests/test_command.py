@@ -7,7 +7,6 @@ on the bundled photo, full-frame boxes (no training, no dataset)."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tracemalloc
