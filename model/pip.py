@@ -88,9 +88,10 @@ class PIPDecode(keras.layers.Layer):
     cells = keras.ops.arange(h * w, dtype='int32')
     pick = keras.ops.cast(
         keras.ops.equal(cells[None, :, None], best[:, None, :]), 'float32')
-    cell = keras.ops.cast(best, 'float32')
-    cell_y = keras.ops.floor(cell / w)
-    cell_x = cell - w * cell_y
+    # Integer division: float16 TF Lite folds a float `/ w` into `* (1 / w)`,
+    # whose rounding puts cell 7 of a 7-wide map in row 0, column 7.
+    cell_y = keras.ops.cast(best // w, 'float32')
+    cell_x = keras.ops.cast(best % w, 'float32')
 
     def gather(values):  # [B, HW, K(, N)] at each landmark's best cell.
       if len(values.shape) == 4:

@@ -10,6 +10,7 @@ from model import losses
 from model import metrics
 from model import network
 from model import pip
+from exporting import tflite as tflite_lib
 
 
 def _one_error(pixels, size=100):
@@ -156,6 +157,31 @@ def test_pip_decode_reads_the_maps_its_loss_is_zero_on():
   moved = pip.PIPDecode()(maps).numpy().reshape(3, 68, 2)[0, 30, 0]
   assert moved - points[0, 30, 0] == pytest.approx(1 / 5 / (1 + votes), abs=1e-5)
   assert pip.loss(points, maps).numpy()[0] > 0.01
+
+
+def test_pip_decoding_survives_float16_tflite(tmp_path):
+  """On a 7-wide map (112 px views) cell 7 starts row 1: float16 TF Lite
+  turns a float `/ 7` into `* (1 / 7)`, whose rounding put it in row 0."""
+  decode = pip.PIPDecode()
+  module = tf.Module()
+  module.views = tf.function(lambda maps: {'landmarks': decode(maps)},
+                             input_signature=[tf.TensorSpec(
+                                 [None, 7, 7, pip.num_channels()], tf.float32)])
+  tf.saved_model.save(module, str(tmp_path), signatures={'views': module.views})
+  interpreter = tf.lite.Interpreter(
+      model_content=tflite_lib.convert_tflite(str(tmp_path), 'float16'))
+  interpreter.allocate_tensors()
+  (source,), (target,) = (interpreter.get_input_details(),
+                          interpreter.get_output_details())
+  rng = np.random.default_rng(1)
+  points = rng.uniform(0.02, 0.98, [1, 68, 2]).astype(np.float32)
+  points[0, :7, 0] = 0.07  # first column, every row
+  points[0, :7, 1] = (np.arange(7) + 0.5) / 7
+  interpreter.set_tensor(source['index'], ideal_pip_maps(points, 7, 7))
+  interpreter.invoke()
+  np.testing.assert_allclose(
+      interpreter.get_tensor(target['index']).reshape(68, 2), points[0],
+      atol=2e-3)
 
 
 def test_pip_neighbours_are_near_in_the_mean_shape():
