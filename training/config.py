@@ -1,7 +1,7 @@
 """The training run's configuration: one dataclass, its flags and its checks.
 
 `TrainConfig` is saved as WORKDIR/config.json (training/workdir.py); its fields
-are train_loop.py's flags (cli/config_flags.py).
+are train_loop.py's flags (facelandmark/config_flags.py).
 """
 
 import dataclasses
