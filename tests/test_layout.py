@@ -18,7 +18,8 @@ def _python_files():
       yield path
 
 
-def _imported_modules(path):
+def imported_modules(path):
+  """Top-level names a file imports (absolute imports)."""
   with open(path, encoding='utf-8') as f:
     tree = ast.parse(f.read(), path)
   for node in ast.walk(tree):
@@ -30,7 +31,7 @@ def _imported_modules(path):
 
 def test_no_module_imports_a_script():
   importers = {os.path.relpath(path, REPO): sorted(set(SCRIPTS) & set(
-      _imported_modules(path))) for path in _python_files()}
+      imported_modules(path))) for path in _python_files()}
   assert not {k: v for k, v in importers.items() if v}
 
 

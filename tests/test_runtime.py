@@ -1,7 +1,6 @@
 """The installed runtime, `facelandmark`: no TensorFlow, no clash with a
 user's own modules, the API people expect, threads, the JSON it writes."""
 
-import ast
 import concurrent.futures
 import glob
 import json
@@ -20,6 +19,7 @@ from facelandmark import geometry
 from facelandmark import landmarker as runtime
 from facelandmark import results
 from facelandmark import tflite
+from test_layout import imported_modules
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTO = os.path.join(REPO, 'assets', 'eileen_collins_nasa.jpg')
@@ -65,18 +65,8 @@ def _python(code, cwd, *args):
                         env=env, timeout=120, check=False)
 
 
-def _imports(path):
-  with open(path, encoding='utf-8') as f:
-    tree = ast.parse(f.read(), path)
-  for node in ast.walk(tree):
-    if isinstance(node, ast.Import):
-      yield from (alias.name.split('.')[0] for alias in node.names)
-    elif isinstance(node, ast.ImportFrom) and node.level == 0:
-      yield node.module.split('.')[0]
-
-
 def test_the_package_imports_no_tensorflow_and_no_training_package():
-  found = {os.path.relpath(path, REPO): set(_imports(path)) & FORBIDDEN
+  found = {os.path.relpath(path, REPO): set(imported_modules(path)) & FORBIDDEN
            for path in glob.glob(os.path.join(PACKAGE, '*.py'))}
   # Only the TF Lite fallback where LiteRT is missing, inside a function.
   found['facelandmark/tflite.py'] -= {'tensorflow'}
